@@ -1,0 +1,102 @@
+"""`medzoo`: train, evaluate and export the multi-task QAT zoo.
+
+  medzoo train    CONFIG.yaml [--set train.epochs=3 ...] [--data-dir DIR]
+  medzoo evaluate CONFIG.yaml|RUN_DIR [--split val|test]
+  medzoo export   CONFIG.yaml|RUN_DIR [--check-images 32]
+
+Errors in configs, data or checkpoints print one line naming the problem and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from .config import ConfigError, load_config, merge, parse_override
+
+
+def _config(args):
+    over = {}
+    for s in args.set or []:
+        over = merge(over, parse_override(s))
+    if getattr(args, "data_dir", None):
+        over = merge(over, {"data": {"root": args.data_dir}})
+    return load_config(args.config, over)
+
+
+def _run_dir(target: str, overrides=None) -> Path:
+    """A run directory, or a config whose run directory is meant."""
+    p = Path(target)
+    if p.is_dir():
+        return p
+    cfg = load_config(p, overrides)
+    return cfg.run_dir
+
+
+def print_metrics(metrics: dict, title: str):
+    print(f"\n{title}")
+    print(f"  {'task':<22}{'n':>6}{'acc':>8}{'auc':>8}{'prec':>8}{'recall':>8}{'f1':>8}")
+    for task, m in metrics.items():
+        def f(k):
+            return "     –" if m.get(k) is None else f"{m[k]:8.3f}"
+        print(f"  {task:<22}{m['n']:>6}{f('accuracy')}{f('auc')}{f('precision')}"
+              f"{f('recall')}{f('f1')}")
+
+
+def cmd_train(args):
+    from .train import evaluate_run, train
+    cfg = _config(args)
+    summary = train(cfg, progress=not args.quiet)
+    metrics = evaluate_run(cfg.run_dir, "val")
+    print_metrics(metrics, f"{cfg.name}: validation metrics (best epoch, "
+                           f"{summary['epochs']} epochs run)")
+
+
+def cmd_evaluate(args):
+    from .train import evaluate_run
+    run_dir = _run_dir(args.target)
+    metrics = evaluate_run(run_dir, args.split)
+    print_metrics(metrics, f"{run_dir.name}: {args.split} metrics")
+    print(f"\nwritten: {run_dir / f'eval_{args.split}'}")
+
+
+def cmd_export(args):
+    from .export import export_run
+    run_dir = _run_dir(args.target)
+    report = export_run(run_dir, check_per_task=args.check_images)
+    print(json.dumps(report, indent=2))
+
+
+def main(argv=None):
+    warnings.filterwarnings("ignore", category=UserWarning)
+    ap = argparse.ArgumentParser(prog="medzoo", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("train", help="train (or resume) a run from a YAML config")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=3")
+    p.add_argument("--data-dir", help="data root (default: $MEDFPGA_DATA or ../shared/data)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("evaluate", help="per-task metrics of a run's best checkpoint")
+    p.add_argument("target", help="run directory or the run's config")
+    p.add_argument("--split", default="val", choices=["train", "val", "test"])
+    p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("export", help="QONNX export plus the QONNX-vs-Brevitas check")
+    p.add_argument("target", help="run directory or the run's config")
+    p.add_argument("--check-images", type=int, default=32, help="test images per task")
+    p.set_defaults(func=cmd_export)
+    args = ap.parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"medzoo: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

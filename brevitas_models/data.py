@@ -1,0 +1,527 @@
+"""Data layer: load, validate, de-duplicate, split and batch the medical image tasks.
+
+Conventions (kept everywhere so that training sees what the FPGA sees):
+- Images are uint8 NHWC numpy arrays, values 0..255, until a batch is handed to the model;
+  batches are float tensors (B,C,H,W) still on the 0..255 scale (the model's first quantizer
+  does the scaling, so the hardware input stays a plain uint8 pixel).
+- Labels are int64 1-D arrays; in multi-task pools ``task_ids`` index the task list.
+- A model has ONE input channel count. When tasks are pooled, gray tasks are replicated to RGB
+  for an RGB model, and RGB tasks are reduced to ITU-R 601 luma for a gray model (the default,
+  channels=1: most tasks are gray and a 1-channel first layer is 3x cheaper on the FPGA).
+- Image-tree sets are de-duplicated by content hash by default (the brain MRI set leaks
+  duplicates from train into test); tasks without an official val split get one carved from
+  train (by patient for the Kermany chest X-rays, stratified per image for brain MRI).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .tasks import TaskSpec, get_task
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SPLITS = ("train", "val", "test")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+_CACHE_VERSION = 1  # bump when the cached content or its layout changes
+
+
+# --------------------------------------------------------------------------- paths
+
+def data_root(explicit: str | os.PathLike | None = None) -> Path:
+    """explicit path > $MEDFPGA_DATA > <project root>/../shared/data."""
+    tried = []
+    for origin, cand in (("explicit path", explicit),
+                         ("$MEDFPGA_DATA", os.environ.get("MEDFPGA_DATA")),
+                         ("default", PROJECT_ROOT.parent / "shared" / "data")):
+        if cand is None or cand == "":
+            continue
+        p = Path(cand).expanduser()
+        if p.is_dir():
+            return p
+        tried.append(f"{origin} {str(p)!r}")
+        if origin != "default":
+            break  # an explicit choice that is wrong must not silently fall back
+    raise FileNotFoundError(
+        "data directory not found (tried: " + "; ".join(tried) + "). "
+        "Set MEDFPGA_DATA=/path/to/shared/data or pass --data-dir.")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MEDFPGA_CACHE") or PROJECT_ROOT / ".cache" / "data")
+
+
+# --------------------------------------------------------------------------- containers
+
+@dataclass
+class Split:
+    images: np.ndarray                 # uint8 (N,H,W,C)
+    labels: np.ndarray                 # int64 (N,)
+    names: list[str] | None = None     # member names for file-based sets
+    hashes: list[str] | None = None    # content hashes at native resolution (for dedup)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx) -> "Split":
+        idx = np.asarray(idx, dtype=np.int64)
+        pick = (lambda xs: None if xs is None else [xs[i] for i in idx])
+        return Split(self.images[idx], self.labels[idx], pick(self.names), pick(self.hashes))
+
+
+def _check_split(split_name: str, s: Split, task: TaskSpec, where) -> None:
+    if len(s.images) != len(s.labels):
+        raise ValueError(f"split {split_name!r} of {where}: {len(s.images)} images but "
+                         f"{len(s.labels)} labels")
+    if len(s.labels) and (s.labels.min() < 0 or s.labels.max() >= task.num_classes):
+        raise ValueError(f"split {split_name!r} of {where}: labels {sorted(set(s.labels.tolist()))} "
+                         f"outside 0..{task.num_classes - 1} for task {task.name!r}")
+    present = sorted(set(s.labels.tolist()))
+    if len(present) < 2:
+        raise ValueError(f"split {split_name!r} of {where} has only one class "
+                         f"({[task.classes[i] for i in present]}); need at least 2")
+
+
+# --------------------------------------------------------------------------- npz
+
+def load_npz(path, task: TaskSpec) -> dict[str, Split]:
+    """MedMNIST layout: {train,val,test}_{images,labels}; images (N,S,S) or (N,S,S,C) uint8."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"npz file for task {task.name!r} not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}  # read everything now: CRC errors surface here
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise ValueError(f"cannot read {path}: not a valid npz file ({type(e).__name__}: {e})") from e
+    need = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels")]
+    missing = [k for k in need if k not in arrays]
+    if missing:
+        raise ValueError(f"{path} lacks keys {missing}; found keys {sorted(arrays)}")
+    out = {}
+    for s in SPLITS:
+        x, y = arrays[f"{s}_images"], arrays[f"{s}_labels"]
+        if x.ndim == 3:
+            x = x[..., None]
+        want = (task.size, task.size, task.channels)
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != want:
+            raise ValueError(f"{path}: {s}_images has dtype {x.dtype} shape {arrays[f'{s}_images'].shape}; "
+                             f"expected uint8 (N,{task.size},{task.size}"
+                             f"{'' if task.channels == 1 else f',{task.channels}'})")
+        if not np.issubdtype(y.dtype, np.integer) or not (y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)):
+            raise ValueError(f"{path}: {s}_labels has dtype {y.dtype} shape {y.shape}; "
+                             "expected integer (N,1) or (N,)")
+        split = Split(np.ascontiguousarray(x), y.reshape(-1).astype(np.int64))
+        _check_split(s, split, task, path)
+        out[s] = split
+    return out
+
+
+# --------------------------------------------------------------------------- image trees
+
+def content_hash(arr: np.ndarray) -> str:
+    h = hashlib.sha256(str(arr.shape).encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def _decode(data: bytes, member: str, where, mode: str, size: int) -> tuple[np.ndarray, str]:
+    """Decode one image -> (resized uint8 HxWxC array, hash of the native-resolution pixels)."""
+    if not data:
+        raise ValueError(f"empty image file {member!r} in {where}")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im = im.convert(mode)  # forces a full decode; truncated files fail here
+    except Exception as e:  # PIL raises many types for bad data
+        raise ValueError(f"cannot decode image {member!r} in {where}: {type(e).__name__}: {e}") from e
+    h = content_hash(np.asarray(im))
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.BICUBIC)  # aspect not kept, as in the 224 sets
+    a = np.asarray(im, dtype=np.uint8)
+    return (a[..., None] if a.ndim == 2 else a), h
+
+
+def _iter_tree(path: Path):
+    """Yield (relative posix name, bytes) for every regular file in a tar or directory."""
+    if path.is_dir():
+        for p in sorted(path.rglob("*")):
+            if p.is_file():
+                yield p.relative_to(path).as_posix(), p.read_bytes()
+        return
+    try:
+        tf = tarfile.open(path)
+    except (tarfile.TarError, OSError) as e:
+        raise ValueError(f"cannot open archive {path}: {e}") from e
+    with tf:
+        for m in tf:  # streaming, no extraction to disk
+            if m.isfile():
+                name = m.name[2:] if m.name.startswith("./") else m.name
+                yield name, tf.extractfile(m).read()
+
+
+def _tree_cache_path(path: Path, task: TaskSpec, size: int) -> Path:
+    st = path.stat()
+    key = json.dumps([_CACHE_VERSION, str(path.resolve()), st.st_size, st.st_mtime_ns, size,
+                      task.channels, task.classes, task.split_dirs])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_dir() / f"{task.name}-{size}px-{task.channels}ch-{digest}.npz"
+
+
+def _save_cache(file: Path, splits: dict[str, Split]) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for s, sp in splits.items():
+        arrays.update({f"{s}_images": sp.images, f"{s}_labels": sp.labels,
+                       f"{s}_names": np.array(sp.names), f"{s}_hashes": np.array(sp.hashes)})
+    # temp file + rename: concurrent or interrupted runs never see a half-written cache
+    fd, tmp = tempfile.mkstemp(dir=file.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)  # uncompressed: loads in ~1 s, zlib would cost more than disk
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared
+        os.replace(tmp, file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_cache(file: Path) -> dict[str, Split] | None:
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            splits = {k[:-len("_labels")] for k in z.files if k.endswith("_labels")}
+            return {s: Split(z[f"{s}_images"], z[f"{s}_labels"], z[f"{s}_names"].tolist(),
+                             z[f"{s}_hashes"].tolist()) for s in SPLITS if s in splits}
+    except Exception as e:  # a broken cache is rebuilt, never fatal
+        log.warning("ignoring unreadable cache %s: %s", file, e)
+        return None
+
+
+def load_image_tree(path, task: TaskSpec, size: int | None = None, use_cache: bool = True
+                    ) -> dict[str, Split]:
+    """Class-per-folder JPEG/PNG tree (a .tar or an unpacked directory) -> splits.
+
+    Images are converted to the task's native channels (gray "L" or "RGB") and resized to
+    ``size`` (default: the task's native size) with PIL bicubic. ``hashes`` are taken before the
+    resize, at the file's own resolution. Decoded arrays are cached as npz under ``cache_dir()``.
+    """
+    path = Path(path)
+    size = size or task.size
+    if not path.exists():
+        raise FileNotFoundError(f"image tree for task {task.name!r} not found: {path}")
+    if not task.split_dirs:
+        raise ValueError(f"task {task.name!r} has no split_dirs; it is not an image tree task")
+    cfile = _tree_cache_path(path, task, size) if use_cache else None
+    if cfile is not None and cfile.is_file():
+        cached = _load_cache(cfile)
+        if cached is not None:
+            log.info("loaded %s from cache %s", task.name, cfile)
+            return cached
+
+    mode = "L" if task.channels == 1 else "RGB"
+    prefixes = {s: d.strip("/") + "/" for s, d in task.split_dirs.items()}
+    items: dict[str, list] = {s: [] for s in task.split_dirs}
+    for name, data in _iter_tree(path):
+        split = next((s for s, p in prefixes.items() if name.startswith(p)), None)
+        if split is None or not name.lower().endswith(IMAGE_EXTS):
+            continue
+        parts = name[len(prefixes[split]):].split("/")
+        if len(parts) != 2 or parts[0] not in task.classes:
+            raise ValueError(f"unexpected member {name!r} in {path}: expected "
+                             f"{prefixes[split]}<class>/<file> with class in {list(task.classes)}")
+        img, h = _decode(data, name, path, mode, size)
+        items[split].append((name, task.classes.index(parts[0]), img, h))
+
+    out = {}
+    for s, rows in items.items():
+        if not rows:
+            raise ValueError(f"no images for split {s!r} under {prefixes[s]!r} in {path}")
+        rows.sort(key=lambda r: r[0])  # tar order is arbitrary; names make it deterministic
+        out[s] = Split(np.stack([r[2] for r in rows]), np.array([r[1] for r in rows], np.int64),
+                       [r[0] for r in rows], [r[3] for r in rows])
+        _check_split(s, out[s], task, path)
+    if cfile is not None:
+        _save_cache(cfile, out)
+    return out
+
+
+# --------------------------------------------------------------------------- dedup
+
+def dedup_splits(splits: dict[str, Split], names: dict[str, list[str]] | None = None
+                 ) -> tuple[dict[str, Split], dict]:
+    """Drop exact duplicates by content hash.
+
+    Policy: within a split keep the first of each group; anything also in an earlier split
+    (train < val < test) is a leak and is dropped from the later split.
+    Uses ``Split.hashes`` (native resolution) when present, else hashes ``Split.images``.
+    """
+    order = [s for s in SPLITS if s in splits] + [s for s in splits if s not in SPLITS]
+    members: dict[str, list[tuple[str, str]]] = {}  # hash -> [(split, name)]
+    keep_idx, removed = {}, {}
+    for s in order:
+        sp = splits[s]
+        hs = sp.hashes if sp.hashes is not None else [content_hash(im) for im in sp.images]
+        nm = (names or {}).get(s) or sp.names or [f"{s}[{i}]" for i in range(len(sp))]
+        keep = []
+        for i, h in enumerate(hs):
+            if h not in members:
+                members[h] = []
+                keep.append(i)
+            members[h].append((s, nm[i]))
+        keep_idx[s] = keep
+        removed[s] = len(sp) - len(keep)
+    groups = [m for m in members.values() if len(m) > 1]
+    spanning = [m for m in groups if len({s for s, _ in m}) > 1]
+    by_splits: dict[str, int] = {}
+    for m in groups:
+        key = "+".join(s for s in order if any(ms == s for ms, _ in m))
+        by_splits[key] = by_splits.get(key, 0) + 1
+    report = {
+        "duplicate_groups": len(groups),
+        "groups_spanning_splits": len(spanning),
+        "groups_by_splits": by_splits,
+        "removed": removed,
+        "kept": {s: len(keep_idx[s]) for s in order},
+        "examples": [[f"{s}:{n}" for s, n in m] for m in (spanning or groups)[:5]],
+    }
+    return {s: splits[s].subset(keep_idx[s]) for s in order}, report
+
+
+# --------------------------------------------------------------------------- validation splits
+
+_PERSON = re.compile(r"^(person\d+)_(bacteria|virus)_\d+", re.I)
+_NORMAL = re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+", re.I)
+
+
+def patient_id(filename: str) -> str:
+    """Kermany chest X-ray file name -> patient id.
+
+    ``person123_bacteria_456.jpeg`` -> ``person123``; ``IM-0115-0001.jpeg`` -> ``IM-0115``;
+    ``NORMAL2-IM-1427-0001.jpeg`` -> ``NORMAL2-IM-1427``. Some normal patients have several
+    images named ``IM-0011-0001.jpeg`` and ``IM-0011-0001-0002.jpeg``: the id is the ``IM-NNNN``
+    part, not just the name minus its last ``-NNNN``, so these stay together.
+    """
+    base = Path(filename).name
+    m = _PERSON.match(base) or _NORMAL.match(base)
+    if not m:
+        raise ValueError(f"cannot get a patient id from {filename!r} "
+                         "(expected personNNN_bacteria|virus_MMM or [NORMAL2-]IM-NNNN-MMMM)")
+    return m.group(1)
+
+
+def _group_split(groups: list, labels, val_fraction: float, seed: int):
+    """Whole groups to val, per class, until each class has ~val_fraction of its images in val."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    labels = np.asarray(labels, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    members: dict = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    val = []
+    for c in np.unique(labels):
+        # a group belongs to the class of its first image (Kermany groups are single-class)
+        gs = sorted(g for g, idx in members.items() if labels[idx[0]] == c)
+        target = val_fraction * np.sum(labels == c)
+        taken = 0
+        for j in rng.permutation(len(gs)):
+            if taken >= target:
+                break
+            val.extend(members[gs[j]])
+            taken += len(members[gs[j]])
+    val_idx = np.sort(np.array(val, dtype=np.int64))
+    train_idx = np.setdiff1d(np.arange(len(labels)), val_idx)
+    return train_idx, val_idx
+
+
+def patient_split(names, labels, val_fraction: float = 0.1, seed: int = 0):
+    """-> (train_idx, val_idx): whole patients go to val, stratified per class, seeded."""
+    return _group_split([patient_id(n) for n in names], labels, val_fraction, seed)
+
+
+def stratified_split(labels, val_fraction: float = 0.1, seed: int = 0):
+    """-> (train_idx, val_idx): per-image stratified, seeded split (no patient ids known)."""
+    return _group_split(list(range(len(labels))), labels, val_fraction, seed)
+
+
+# --------------------------------------------------------------------------- conversion
+
+def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 NHWC -> ``channels``: gray->RGB replicates, RGB->gray is ITU-R 601 luma (rounded)."""
+    c = images.shape[-1]
+    if c == channels:
+        return images
+    if c == 1 and channels == 3:
+        return np.repeat(images, 3, axis=-1)
+    if c == 3 and channels == 1:
+        luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
+    raise ValueError(f"cannot convert {c} channels to {channels}")
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 NHWC -> uint8 (N,size,size,C) with PIL bicubic."""
+    n, h, w, c = images.shape
+    if (h, w) == (size, size):
+        return images
+    out = np.empty((n, size, size, c), np.uint8)
+    for i, im in enumerate(images):
+        pil = Image.fromarray(im[..., 0] if c == 1 else im)
+        r = np.asarray(pil.resize((size, size), Image.BICUBIC))
+        out[i] = r[..., None] if c == 1 else r
+    return out
+
+
+# --------------------------------------------------------------------------- tasks
+
+def _source_path(root: Path, task: TaskSpec) -> Path:
+    p = root / task.source
+    if not p.exists() and task.fmt == "image_tar" and task.split_dirs:
+        # an already-unpacked tree: the split folders sit directly under the data root
+        if all((root / d).is_dir() for d in task.split_dirs.values()):
+            return root
+    if not p.exists():
+        raise FileNotFoundError(f"data file for task {task.name!r} not found: {p}")
+    return p
+
+
+def load_task(name_or_spec, root=None, size: int | None = None, channels: int | None = None, *,
+              dedup: bool | None = None, val_fraction: float = 0.1, seed: int = 0,
+              with_report: bool = False):
+    """-> {train,val,test: Split} (whichever exist), uint8 NHWC at ``size``/``channels``.
+
+    dedup defaults to True for image trees (known duplicate leaks) and False for the official
+    MedMNIST npz splits. Tasks with ``val_split`` and no val get one carved from train
+    (``val_fraction``, ``seed``). with_report=True returns (splits, report dict).
+    """
+    task = name_or_spec if isinstance(name_or_spec, TaskSpec) else get_task(name_or_spec)
+    src = _source_path(data_root(root), task)
+    size = size or task.size
+    report: dict = {"task": task.name, "source": str(src)}
+    if task.fmt == "npz":
+        splits = load_npz(src, task)
+    elif task.fmt == "image_tar":
+        splits = load_image_tree(src, task, size)  # decode straight to `size`: one resize only
+    else:
+        raise ValueError(f"task {task.name!r} has unknown fmt {task.fmt!r}")
+    if dedup is None:
+        dedup = task.fmt == "image_tar"
+    if dedup:
+        splits, report["dedup"] = dedup_splits(splits)
+        if report["dedup"]["duplicate_groups"]:
+            log.info("%s: removed duplicates %s", task.name, report["dedup"]["removed"])
+    if task.val_split and "train" in splits and "val" not in splits:
+        tr = splits["train"]
+        if task.val_split == "patient":
+            ti, vi = patient_split(tr.names, tr.labels, val_fraction, seed)
+        else:
+            ti, vi = stratified_split(tr.labels, val_fraction, seed)
+        splits = {"train": tr.subset(ti), "val": tr.subset(vi),
+                  **{s: v for s, v in splits.items() if s != "train"}}
+        report["val_from_train"] = {"by": task.val_split, "fraction": val_fraction, "seed": seed}
+    for sp in splits.values():
+        if channels is not None:
+            sp.images = to_channels(sp.images, channels)
+        sp.images = resize_images(sp.images, size)
+    report["sizes"] = {s: len(v) for s, v in splits.items()}
+    return (splits, report) if with_report else splits
+
+
+# --------------------------------------------------------------------------- multi-task pools
+
+@dataclass
+class MultiTaskData:
+    images: np.ndarray        # uint8 (N,H,W,C), all tasks at one size and channel count
+    labels: np.ndarray        # int64 (N,), per-task class index
+    task_ids: np.ndarray      # int64 (N,), index into `tasks`
+    tasks: tuple[str, ...]
+    reports: dict = field(default_factory=dict)  # per-task load reports (dedup, val carving)
+    _nchw: torch.Tensor | None = field(default=None, init=False, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def tensor(self) -> torch.Tensor:
+        """uint8 (N,C,H,W) tensor, made once and reused by every epoch."""
+        if self._nchw is None:
+            self._nchw = torch.from_numpy(self.images).permute(0, 3, 1, 2).contiguous()
+        return self._nchw
+
+
+def build_multitask(task_names, root=None, size: int = 28, channels: int = 1, **load_kw
+                    ) -> dict[str, MultiTaskData]:
+    """Pool several tasks per split; a split that a task lacks is simply absent from its pool."""
+    names = tuple(task_names)
+    loaded = [load_task(n, root, size, channels, with_report=True, **load_kw) for n in names]
+    out = {}
+    for s in SPLITS:
+        parts = [(t, sp[s]) for t, (sp, _) in enumerate(loaded) if s in sp]
+        if not parts:
+            continue
+        out[s] = MultiTaskData(
+            np.concatenate([p.images for _, p in parts]),
+            np.concatenate([p.labels for _, p in parts]),
+            np.concatenate([np.full(len(p), t, np.int64) for t, p in parts]),
+            names, {n: rep for n, (_, rep) in zip(names, loaded)})
+    return out
+
+
+def iterate_batches(data: MultiTaskData, batch_size: int, shuffle: bool,
+                    generator: torch.Generator, sampling: str = "proportional",
+                    epoch_size: int | None = None, drop_last: bool = False):
+    """Yield (images float (B,C,H,W) 0..255, labels int64, task_ids int64).
+
+    proportional: every sample once per epoch (shuffled or in order).
+    balanced: each draw picks a task with equal probability, then cycles through a shuffled
+    list of that task's samples, so small tasks are not drowned by large ones.
+    Everything is in memory, so no DataLoader workers: a worker process costs more than
+    indexing an in-memory tensor.
+    """
+    if sampling not in ("proportional", "balanced"):
+        raise ValueError(f"sampling must be 'proportional' or 'balanced', got {sampling!r}")
+    n = len(data)
+    epoch_size = n if epoch_size is None else int(epoch_size)
+    if n == 0 or epoch_size <= 0:
+        return
+    if sampling == "proportional":
+        reps = -(-epoch_size // n)
+        perms = [torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+                 for _ in range(reps)]
+        order = torch.cat(perms)[:epoch_size]
+    else:
+        if not shuffle:
+            raise ValueError("sampling='balanced' is random by nature; use shuffle=True")
+        tids = torch.from_numpy(data.task_ids)
+        present = torch.unique(tids)
+        pick = present[torch.randint(len(present), (epoch_size,), generator=generator)]
+        order = torch.empty(epoch_size, dtype=torch.int64)
+        for t in present:
+            slots = (pick == t).nonzero().flatten()
+            pool = (tids == t).nonzero().flatten()
+            reps = -(-len(slots) // len(pool))
+            seq = torch.cat([pool[torch.randperm(len(pool), generator=generator)]
+                             for _ in range(max(reps, 1))])
+            order[slots] = seq[:len(slots)]
+    x_all = data.tensor()
+    y_all = torch.from_numpy(data.labels)
+    t_all = torch.from_numpy(data.task_ids)
+    pin = torch.cuda.is_available()  # pinned host memory makes .to(device, non_blocking=True) async
+    for i in range(0, epoch_size, batch_size):
+        idx = order[i:i + batch_size]
+        if drop_last and len(idx) < batch_size:
+            break
+        batch = (x_all[idx].float(), y_all[idx], t_all[idx])
+        yield tuple(b.pin_memory() for b in batch) if pin else batch

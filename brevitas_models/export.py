@@ -1,0 +1,182 @@
+"""QONNX export of a trained zoo model, its metadata, and the export equivalence check.
+
+`export_qonnx_model` writes `<stem>.onnx` (QONNX, graph input annotated UINT8) and
+`<stem>.meta.json` (tasks, output slices, input format, host-side scale and bias). Both are
+written to temp paths and renamed, so a failed export leaves nothing behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from brevitas.export import export_qonnx
+from brevitas.nn import QuantConv2d, QuantLinear
+
+from .models import MultiTaskNet
+
+
+class ExportCheckError(AssertionError):
+    """QONNX execution disagrees with the Brevitas forward."""
+
+
+def check_narrow_range(model: MultiTaskNet):
+    """Every quantized weight must be narrow-range (INT-b in [-(2^(b-1)-1), 2^(b-1)-1], or
+    bipolar for 1 bit): FINN's RTL MVU on DSP48E1 relies on it. Also the block-diagonal head."""
+    off_block = model.heads.out.weight.detach()[model.heads.block_mask == 0]
+    if off_block.numel() and off_block.abs().max() > 0:
+        raise ValueError("fused head: weights outside the task blocks are not zero")
+    b = model.cfg.w_bits
+    if b is None:
+        return
+    for name, layer in model.named_modules():
+        if not isinstance(layer, (QuantLinear, QuantConv2d)):
+            continue
+        q = layer.quant_weight()
+        w = torch.round(q.value / q.scale)
+        if b == 1:
+            ok = bool(((w == 1) | (w == -1)).all())
+        else:
+            lim = 2 ** (b - 1) - 1
+            ok = bool((w.abs() <= lim).all())
+        if not ok:
+            raise ValueError(f"layer {name}: weights are not narrow-range {b}-bit "
+                             f"(min {w.min().item()}, max {w.max().item()})")
+
+
+def model_meta(model: MultiTaskNet, extra: dict | None = None) -> dict:
+    cfg = model.cfg
+    c, s = cfg.in_channels, model.input_size
+    meta = {
+        "arch": cfg.arch, "mode": cfg.mode, "w_bits": cfg.w_bits, "a_bits": cfg.a_bits,
+        "input": {"shape": [1, c, s, s], "layout": "NCHW", "dtype": "UINT8",
+                  "channels": c, "size": s,
+                  "preprocessing": "resize to size x size (bicubic); gray->RGB by replication, "
+                                   "RGB->gray by ITU-R 601 luma; uint8 0..255, no normalization "
+                                   "(the model scales by 1/255 itself)"},
+        "tasks": model.tasks_meta,
+        "num_outputs": model.num_outputs,
+        "host": {"class_bias": model.heads.class_bias.detach().tolist()},
+    }
+    if cfg.w_bits is not None:
+        meta["host"]["output_scale"] = model.output_scale().reshape(-1).tolist()
+    meta.update(extra or {})
+    return meta
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_qonnx_model(model: MultiTaskNet, out_path, extra_meta: dict | None = None):
+    """Export to QONNX; returns (onnx_path, meta)."""
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    out_path = Path(out_path)
+    if out_path.suffix != ".onnx":
+        out_path = out_path.with_suffix(".onnx")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
+    check_narrow_range(model)
+    c, s = model.cfg.in_channels, model.input_size
+    example = torch.zeros(1, c, s, s)
+    with torch.no_grad():
+        model(example)  # sets the accumulator scale read by model_meta
+    meta = model_meta(model, extra_meta)
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=out_path.parent)
+    os.close(fd)
+    try:
+        # TorchScript exporter: the graph form FINN's QONNX ingestion is tested with.
+        export_qonnx(model, example, tmp, dynamo=False)
+        mw = ModelWrapper(tmp)
+        mw.set_tensor_datatype(mw.graph.input[0].name, DataType["UINT8"])
+        mw.save(tmp)
+        meta["qonnx_sha256"] = sha256_file(tmp)
+        meta_path = out_path.with_suffix(".meta.json")
+        meta_tmp = meta_path.with_name(meta_path.name + ".tmp")
+        meta_tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, out_path)
+        os.replace(meta_tmp, meta_path)
+    except BaseException:
+        for p in (tmp, out_path.with_suffix(".meta.json.tmp")):
+            if os.path.exists(p):
+                os.remove(p)
+        raise
+    return out_path, meta
+
+
+def run_qonnx(onnx_path, images_nchw: np.ndarray) -> np.ndarray:
+    """Execute a QONNX file image by image with qonnx's reference executor."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.util.cleanup import cleanup_model
+
+    mw = cleanup_model(ModelWrapper(str(onnx_path)))
+    iname, oname = mw.graph.input[0].name, mw.graph.output[0].name
+    return np.concatenate([execute_onnx(mw, {iname: images_nchw[i:i + 1].astype(np.float32)})[oname]
+                           for i in range(len(images_nchw))])
+
+
+def check_export(model: MultiTaskNet, onnx_path, images_nhwc: np.ndarray, task_ids=None) -> dict:
+    """QONNX execution must equal the Brevitas forward for every output; for quantized models
+    the integer accumulators (logits before the float scale and bias) must match exactly."""
+    x = np.ascontiguousarray(images_nhwc.transpose(0, 3, 1, 2)).astype(np.float32)
+    got = run_qonnx(onnx_path, x)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    report = {"images": int(len(x)), "outputs": int(ref.shape[1]),
+              "max_abs_diff": float(np.abs(got - ref).max())}
+    bad = np.zeros(ref.shape, bool)
+    if model.cfg.w_bits is not None:
+        scale = model.output_scale().reshape(1, -1).numpy()
+        bias = model.heads.class_bias.detach().numpy()
+        ref_int, got_int = (ref - bias) / scale, (got - bias) / scale
+        # both sides must sit on integers, and on the same ones
+        off_grid = max(np.abs(ref_int - np.round(ref_int)).max(),
+                       np.abs(got_int - np.round(got_int)).max())
+        bad = np.round(ref_int) != np.round(got_int)
+        report.update(integer_exact=not bad.any(), max_off_integer_grid=float(off_grid))
+        if off_grid > 1e-2:
+            raise ExportCheckError(f"accumulators are not integers (off by {off_grid:.3g}): "
+                                   "the output scale read from Brevitas does not fit the graph")
+    else:
+        bad = ~np.isclose(got, ref, rtol=1e-4, atol=1e-4)
+    report["mismatched_outputs"] = int(bad.sum())
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        report["mismatches"] = [{"image": int(r), "output": int(c),
+                                 "task": None if task_ids is None else int(task_ids[r]),
+                                 "brevitas": float(ref[r, c]), "qonnx": float(got[r, c])}
+                                for r, c in list(zip(rows, cols))[:20]]
+        raise ExportCheckError(f"QONNX differs from Brevitas in {bad.sum()} outputs: "
+                               f"{report['mismatches'][:3]}")
+    return report
+
+
+def export_run(run_dir, data=None, check_per_task: int = 32, split: str = "test") -> dict:
+    """Export a run's best checkpoint to `<run_dir>/export/model.onnx` and check it on
+    `check_per_task` real images of each task."""
+    from .report import write_json
+    from .train import load_data, load_run
+
+    model, cfg = load_run(run_dir)
+    out = Path(run_dir) / "export" / "model.onnx"
+    onnx_path, meta = export_qonnx_model(
+        model, out, {"run": cfg.name, "checkpoint_sha256": sha256_file(Path(run_dir) / "best.pt")})
+    data = data or load_data(cfg)
+    pool = data[split]
+    idx = np.concatenate([np.nonzero(pool.task_ids == t)[0][:check_per_task]
+                          for t in range(len(cfg.data.tasks))])
+    report = check_export(model, onnx_path, pool.images[idx], pool.task_ids[idx])
+    report.update(split=split, per_task=check_per_task, onnx=str(onnx_path))
+    write_json(report, Path(run_dir) / "export" / "export_check.json")
+    return report
