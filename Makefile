@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check
-CONFIG ?= build_configs/demo_mlp_pynq-z1.yaml
+CONFIG ?= build_configs/mlp_w4a4_pynqz1.yaml
 
 .PHONY: install test test-slow demo bench bench-accuracy build bench-hardware clean
 
@@ -24,14 +24,26 @@ test: install
 test-slow: install
 	$(PY) -m pytest -q -m slow
 
+# The main job: train both demo models (per-task validation metrics), then compile each with
+# FINN to a verified all-RTL dataflow for Pynq-Z1 with estimates.
 demo: install
 	$(VENV)/bin/medzoo train configs/demo_mlp.yaml --quiet
 	$(VENV)/bin/medzoo train configs/demo_cnn.yaml --quiet
+	$(PY) -m finn_build --config build_configs/mlp_w4a4_pynqz1.yaml
+	$(PY) -m finn_build --config build_configs/cnn_w4a4_pynqz1.yaml
 
-bench: bench-accuracy
+# FINN build of one config (trains the referenced run first if its checkpoint is missing).
+build: install
+	$(PY) -m finn_build --config $(CONFIG)
+
+bench: bench-accuracy bench-hardware
 
 bench-accuracy: install
 	$(PY) -m brevitas_models.bench_accuracy
+
+# Hardware figures of the bench-accuracy checkpoints (runs/bench/*), every bit width x board.
+bench-hardware: install
+	$(PY) -m finn_build.bench_hardware --checkpoint-dir runs/bench
 
 clean:
 	rm -rf runs build .cache

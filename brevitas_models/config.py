@@ -44,7 +44,7 @@ class ModelSection:
     in_channels: int = 1
     w_bits: Optional[int] = 4  # None (null) = float
     a_bits: Optional[int] = 4
-    hidden: list = field(default_factory=lambda: [128, 64])  # mlp: hidden widths
+    hidden: list = field(default_factory=lambda: [64, 64])  # mlp: hidden widths
     # cnn: [out_channels, kernel, stride, padding] per layer; must end at a 1x1 feature map
     convs: list = field(default_factory=lambda: [[16, 3, 1, 1], [32, 3, 2, 1], [32, 3, 2, 1],
                                                  [64, 3, 1, 0], [64, 3, 1, 0], [128, 3, 1, 0]])

@@ -20,6 +20,44 @@ from brevitas.nn import QuantConv2d, QuantLinear
 from .models import MultiTaskNet
 
 
+def _transformation_base():
+    from qonnx.transformation.base import Transformation
+    return Transformation
+
+
+class FixUnsignedBinaryActExport(_transformation_base()):
+    """Brevitas 0.13 defect: a 1-bit *unsigned* activation (``QuantReLU(bit_width=1)``,
+    values {0, s}) is exported as ``Relu -> BipolarQuant``, which means {-s, +s}, so the
+    QONNX disagrees with the Brevitas forward. Rewrite exactly that pattern (a BipolarQuant
+    fed by a Relu) to what Brevitas computes: ``Quant(x, s, zeropt=0, bitwidth=1, signed=0,
+    narrow=0, rounding_mode=ROUND)``. ``self.fixed`` lists the rewritten nodes."""
+
+    def __init__(self):
+        super().__init__()
+        self.fixed: list[str] = []
+
+    def apply(self, model):
+        from onnx import helper
+
+        for node in list(model.graph.node):
+            if node.op_type != "BipolarQuant":
+                continue
+            prod = model.find_producer(node.input[0])
+            if prod is None or prod.op_type != "Relu":
+                continue
+            zp, bw = model.make_new_valueinfo_name(), model.make_new_valueinfo_name()
+            model.set_initializer(zp, np.zeros((), np.float32))
+            model.set_initializer(bw, np.ones((), np.float32))
+            q = helper.make_node("Quant", [node.input[0], node.input[1], zp, bw], list(node.output),
+                                 name=node.name, domain=node.domain, signed=0, narrow=0,
+                                 rounding_mode="ROUND")
+            idx = list(model.graph.node).index(node)
+            model.graph.node.remove(node)
+            model.graph.node.insert(idx, q)
+            self.fixed.append(node.name)
+        return model, False
+
+
 class ExportCheckError(AssertionError):
     """QONNX execution disagrees with the Brevitas forward."""
 
@@ -97,7 +135,7 @@ def export_qonnx_model(model: MultiTaskNet, out_path, extra_meta: dict | None = 
     try:
         # TorchScript exporter: the graph form FINN's QONNX ingestion is tested with.
         export_qonnx(model, example, tmp, dynamo=False)
-        mw = ModelWrapper(tmp)
+        mw = ModelWrapper(tmp).transform(FixUnsignedBinaryActExport())
         mw.set_tensor_datatype(mw.graph.input[0].name, DataType["UINT8"])
         mw.save(tmp)
         meta["qonnx_sha256"] = sha256_file(tmp)

@@ -245,10 +245,17 @@ def train(cfg: RunConfig, data=None, stop_after_epochs: int | None = None,
 
 def load_run(run_dir, which="best", device="cpu"):
     """Rebuild the model of a run from its checkpoint; returns (model, cfg)."""
-    path = Path(run_dir) / f"{which}.pt"
+    return load_checkpoint(Path(run_dir) / f"{which}.pt", device)
+
+
+def load_checkpoint(path, device="cpu"):
+    """-> (model in eval mode, RunConfig) from a best.pt/last.pt checkpoint."""
+    path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: train the run first (medzoo train)")
     ck = torch.load(path, map_location=device, weights_only=False)
+    if not isinstance(ck, dict) or "model" not in ck or "config" not in ck:
+        raise ValueError(f"{path}: not a medzoo checkpoint (needs keys 'model' and 'config')")
     cfg = config_from_dict(ck["config"], str(path))
     model = build_model(cfg.model, tasks_of(cfg), cfg.data.size)
     model.load_state_dict(ck["model"])

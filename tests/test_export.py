@@ -61,3 +61,27 @@ def test_failed_export_leaves_nothing_behind(trained, tmp_path):
     with pytest.raises(ValueError, match="outside the task blocks"):
         export_qonnx_model(model, out)
     assert not out.exists() and not list(out.parent.glob("*"))
+
+
+def test_one_bit_activations_export_as_unsigned_and_match(tmp_path):
+    # Brevitas 0.13 exports QuantReLU(bit_width=1) as a bipolar quantizer; export.py fixes it
+    from brevitas_models.config import ModelSection
+    from brevitas_models.data import load_task
+    from brevitas_models.models import build_model
+    from brevitas_models.tasks import get_task
+
+    tasks = [get_task("tiny_pneumoniamnist"), get_task("tiny_bloodmnist")]
+    m = build_model(ModelSection(arch="mlp", hidden=[16], head_hidden=4, w_bits=1, a_bits=1),
+                    tasks, 28)
+    imgs = load_task("tiny_pneumoniamnist", channels=1)["test"].images
+    m.train()
+    with torch.no_grad():
+        m(torch.from_numpy(imgs.transpose(0, 3, 1, 2)).float())
+    m.eval()
+    path, _ = export_qonnx_model(m, tmp_path / "w1a1.onnx")
+    g = onnx.load(path).graph
+    producers = {o: n for n in g.node for o in n.output}
+    for n in g.node:
+        if n.op_type == "BipolarQuant":  # only weights may stay bipolar
+            assert producers.get(n.input[0]) is None or producers[n.input[0]].op_type != "Relu"
+    assert check_export(m, path, imgs)["integer_exact"]

@@ -1,0 +1,75 @@
+"""CLI: ``python -m finn_build --config build_configs/X.yaml [--from-step NAME]``.
+
+Exit codes (Make-friendly): 0 ok, 1 bad config, 2 build error, 3 verification mismatch,
+4 not all-RTL (HLS or unmapped nodes, allow_hls=false), 5 does not fit the part.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m finn_build", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="build config YAML (build_configs/*.yaml)")
+    ap.add_argument("--from-step", help="resume from this step (uses the previous step's "
+                    "artifact in the build dir)")
+    ap.add_argument("--stop-step", help="stop after this step")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field, e.g. --set folding.target_fps=20000")
+    ap.add_argument("--list-steps", action="store_true", help="print the step names and exit")
+    ap.add_argument("--list-boards", action="store_true", help="print the boards and exit")
+    ap.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from .boards import BOARDS
+    from .config import BuildConfigError, load_build_config, merge, parse_override
+
+    if args.list_boards:
+        for b in BOARDS.values():
+            print(json.dumps(b.to_dict()))
+        return 0
+    if args.list_steps:
+        from .steps import STEP_NAMES
+
+        print("\n".join(STEP_NAMES))
+        return 0
+    if not args.config:
+        ap.error("--config is required")
+    try:
+        over = {}
+        for s in args.set:
+            over = merge(over, parse_override(s))
+        cfg = load_build_config(args.config, over)
+    except BuildConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 1
+    if args.check_config:
+        print(f"{args.config}: OK")
+        return 0
+    from .pipeline import exit_code_for, run_build
+
+    try:
+        rep = run_build(cfg, from_step=args.from_step, stop_step=args.stop_step)
+    except Exception as e:  # noqa: BLE001
+        code = exit_code_for(e)
+        print(f"BUILD FAILED (exit {code}): {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"see {cfg.out_dir}/build_report.md and verification.json", file=sys.stderr)
+        return code
+    e = rep.get("estimates") or {}
+    v = rep.get("verification", {})
+    print(f"BUILD OK: {cfg.name} on {cfg.board} @ {cfg.clock_mhz:g} MHz: all_rtl={rep['all_rtl']}"
+          f" est_fps={e.get('est_fps', 0):.0f} latency_us={e.get('est_latency_us', 0):.2f}"
+          f" LUT={e.get('est_lut', 0):.0f} BRAM18={e.get('est_bram18', 0):.0f}"
+          f" DSP={e.get('est_dsp', 0):.0f}; verified {v.get('verified_stages')} "
+          f"({v.get('mismatches')} mismatches); {rep.get('total_seconds')}s -> {cfg.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Build configuration: one YAML file -> one validated ``BuildConfig``.
+
+Every field is declared once below with its type and default; unknown keys and bad values
+raise ``BuildConfigError`` whose message names the file and the dotted field path, e.g.::
+
+    build_configs/x.yaml: clock_mhz: expected a number in (0, 1000], got -5
+
+Relative paths in a config are resolved against the current working directory (run the
+builds from the repository root, as the Makefile does).
+
+YAML layout (see build_configs/*.yaml)::
+
+    name: mlp_w4a4_pynqz1          # build name (default: file stem)
+    model:                          # exactly one of checkpoint | qonnx | untrained
+      checkpoint: runs/mlp/best.pt  # brevitas_models training checkpoint -> exported here
+      train_config: configs/mlp.yaml  # optional: trains the run when the checkpoint is missing
+      qonnx: path/model.onnx        # already exported QONNX (+ model.meta.json next to it)
+      untrained:                    # fresh model from a model section, BN calibrated on
+        model: {arch: mlp, ...}     #   real training images (for hardware exploration)
+        tasks: [pneumoniamnist, breastmnist, bloodmnist]
+        input_size: 28
+        seed: 0
+    board: Pynq-Z1                  # Pynq-Z1 | Pynq-Z2 | ZCU104 | KV260
+    clock_mhz: 100
+    folding:
+      target_fps: 500000            # a number, or "max" (= max that fits the part)
+      file: null                    # or a folding JSON (PE/SIMD/... per node): wins
+      max_utilization: {lut: 0.85, bram18: 0.9, dsp: 0.95}
+    allow_hls: false
+    fifo_depths: minimal            # minimal | path to a JSON {node_name: depth}
+    verify:
+      enabled: true
+      images_per_task: 32
+      split: test
+      data_root: null               # null: brevitas_models.data default (../shared/data)
+    output_dir: build/finn/<name>
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from .boards import BOARDS, get_board
+
+
+class BuildConfigError(ValueError):
+    """A build config value is missing, unknown, or out of range."""
+
+
+@dataclass
+class UntrainedSection:
+    model: dict = field(default_factory=dict)
+    tasks: list = field(default_factory=lambda: ["pneumoniamnist", "breastmnist", "bloodmnist"])
+    input_size: int = 28
+    seed: int = 0
+    calibration_images: int = 256
+
+
+@dataclass
+class ModelSource:
+    checkpoint: Optional[str] = None
+    train_config: Optional[str] = None  # with checkpoint: train this config if it is missing
+    qonnx: Optional[str] = None
+    meta: Optional[str] = None
+    untrained: Optional[UntrainedSection] = None
+
+
+@dataclass
+class Utilization:
+    lut: float = 0.85
+    bram18: float = 0.90
+    dsp: float = 0.95
+    uram: float = 0.90
+
+
+@dataclass
+class FoldingSection:
+    target_fps: Union[float, str, None] = "max"
+    file: Optional[str] = None
+    max_utilization: Utilization = field(default_factory=Utilization)
+
+
+@dataclass
+class VerifySection:
+    enabled: bool = True
+    images_per_task: int = 32
+    split: str = "test"
+    data_root: Optional[str] = None
+    seed: int = 0
+
+
+@dataclass
+class BuildConfig:
+    name: str = "build"
+    model: ModelSource = field(default_factory=ModelSource)
+    board: str = "Pynq-Z1"
+    clock_mhz: float = 100.0
+    folding: FoldingSection = field(default_factory=FoldingSection)
+    allow_hls: bool = False
+    fifo_depths: str = "minimal"
+    verify: VerifySection = field(default_factory=VerifySection)
+    output_dir: Optional[str] = None
+    # set by the loader, not by the user
+    source_file: Optional[str] = None
+
+    # ---- derived -------------------------------------------------------------------
+    @property
+    def board_info(self):
+        return get_board(self.board)
+
+    @property
+    def fpga_part(self) -> str:
+        return self.board_info.part
+
+    @property
+    def clk_period_ns(self) -> float:
+        return 1000.0 / self.clock_mhz
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.output_dir or f"build/finn/{self.name}")
+
+    @property
+    def target_cycles(self) -> Optional[int]:
+        """Cycles per frame the folding must reach, None for "max that fits"."""
+        t = self.folding.target_fps
+        if t is None or t == "max":
+            return None
+        return max(1, int(self.clock_mhz * 1e6 // float(t)))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("source_file", None)
+        return d
+
+
+# ---------------------------------------------------------------------------- parsing
+
+def _fail(where: str, msg: str):
+    raise BuildConfigError(f"{where}: {msg}")
+
+
+def _check(cond, where, msg):
+    if not cond:
+        _fail(where, msg)
+
+
+def _build(cls, raw: Any, where: str):
+    _check(isinstance(raw, dict), where or "<top level>",
+           f"expected a mapping, got {type(raw).__name__} {raw!r}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls) if f.name != "source_file"}
+    unknown = sorted(set(raw) - known)
+    _check(not unknown, where or "<top level>",
+           f"unknown key(s) {unknown}; known keys: {sorted(known)}")
+    kw = {}
+    for f in fields(cls):
+        if f.name in raw:
+            kw[f.name] = _coerce(hints[f.name], raw[f.name], f"{where}.{f.name}".lstrip("."))
+    return cls(**kw)
+
+
+def _coerce(tp, value, where):
+    if is_dataclass(tp):
+        return _build(tp, value, where)
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Union:
+        if value is None and type(None) in args:
+            return None
+        opts = [a for a in args if a is not type(None)]
+        errors = []
+        for a in opts:
+            try:
+                return _coerce(a, value, where)
+            except BuildConfigError as e:
+                errors.append(str(e).split(": ", 1)[-1])
+        _fail(where, " or ".join(errors))
+    if tp is bool:
+        _check(isinstance(value, bool), where, f"expected true/false, got {value!r}")
+    elif tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), where,
+               f"expected an integer, got {value!r}")
+    elif tp is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), where,
+               f"expected a number, got {value!r}")
+        value = float(value)
+    elif tp is str:
+        _check(isinstance(value, str), where, f"expected a string, got {value!r}")
+    elif tp is list:
+        _check(isinstance(value, list), where, f"expected a list, got {value!r}")
+    elif tp is dict:
+        _check(isinstance(value, dict), where, f"expected a mapping, got {value!r}")
+    return value
+
+
+def validate(cfg: BuildConfig) -> BuildConfig:
+    """Range and consistency checks that types alone cannot express."""
+    m = cfg.model
+    given = [k for k in ("checkpoint", "qonnx", "untrained") if getattr(m, k) is not None]
+    _check(len(given) == 1, "model",
+           f"give exactly one of checkpoint / qonnx / untrained (got {given or 'none'})")
+    _check(m.train_config is None or m.checkpoint is not None, "model.train_config",
+           "only makes sense with model.checkpoint (the run it trains)")
+    for k in ("checkpoint", "qonnx", "meta", "train_config"):
+        p = getattr(m, k)
+        if p is not None and not (k == "checkpoint" and m.train_config is not None):
+            _check(Path(p).is_file(), f"model.{k}", f"file not found: {p}"
+                   + (" (add model.train_config to train it)" if k == "checkpoint" else ""))
+    if m.qonnx is not None:
+        meta = Path(m.meta) if m.meta else Path(m.qonnx).with_suffix(".meta.json")
+        _check(meta.is_file(), "model.meta",
+               f"metadata file not found: {meta} (export writes model.meta.json next to "
+               "model.onnx; or set model.meta)")
+    if m.untrained is not None:
+        u = m.untrained
+        _check(bool(u.model), "model.untrained.model", "needs a model section (arch, bits, ...)")
+        _check(bool(u.tasks), "model.untrained.tasks", "needs at least one task")
+        _check(8 <= u.input_size <= 512, "model.untrained.input_size",
+               f"{u.input_size} is outside 8..512")
+        _check(u.calibration_images > 0, "model.untrained.calibration_images", "must be > 0")
+    try:
+        cfg.board = get_board(cfg.board).name
+    except KeyError:
+        _fail("board", f"unknown board {cfg.board!r}; known boards: {', '.join(BOARDS)}")
+    _check(0 < cfg.clock_mhz <= 1000, "clock_mhz",
+           f"expected a number in (0, 1000], got {cfg.clock_mhz!r}")
+    f = cfg.folding
+    t = f.target_fps
+    if isinstance(t, str):
+        _check(t == "max", "folding.target_fps",
+               f"expected a positive number or \"max\", got {t!r}")
+    elif t is not None:
+        _check(t > 0, "folding.target_fps", f"expected a positive number or \"max\", got {t!r}")
+        _check(t <= cfg.clock_mhz * 1e6, "folding.target_fps",
+               f"{t:g} FPS needs less than one clock cycle per frame at {cfg.clock_mhz} MHz")
+    if f.file is not None:
+        _check(Path(f.file).is_file(), "folding.file", f"file not found: {f.file}")
+    for k in ("lut", "bram18", "dsp", "uram"):
+        v = getattr(f.max_utilization, k)
+        _check(0 < v <= 1, f"folding.max_utilization.{k}", f"{v} is outside (0, 1]")
+    if cfg.fifo_depths != "minimal":
+        _check(Path(cfg.fifo_depths).is_file(), "fifo_depths",
+               f"expected \"minimal\" or an existing JSON file, got {cfg.fifo_depths!r}")
+    v = cfg.verify
+    _check(1 <= v.images_per_task <= 10000, "verify.images_per_task",
+           f"{v.images_per_task} is outside 1..10000")
+    _check(v.split in ("train", "val", "test"), "verify.split",
+           f"{v.split!r} is not one of ['train', 'val', 'test']")
+    _check(bool(cfg.name) and "/" not in cfg.name, "name", f"invalid build name {cfg.name!r}")
+    return cfg
+
+
+def config_from_dict(raw: dict, source: str = "<config>") -> BuildConfig:
+    try:
+        cfg = validate(_build(BuildConfig, raw, ""))
+    except BuildConfigError as e:
+        raise BuildConfigError(f"{source}: {e}") from None
+    cfg.source_file = source if source != "<config>" else None
+    return cfg
+
+
+def load_build_config(path, overrides: Optional[dict] = None) -> BuildConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise BuildConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise BuildConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise BuildConfigError(f"{path}: expected a mapping at the top level")
+    raw.setdefault("name", path.stem)
+    if overrides:
+        raw = merge(raw, overrides)
+    return config_from_dict(raw, str(path))
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """'folding.target_fps=20000' -> {'folding': {'target_fps': 20000}} (value parsed as YAML)."""
+    if "=" not in text:
+        raise BuildConfigError(f"override {text!r}: expected key.path=value")
+    key, val = text.split("=", 1)
+    node: dict = {}
+    cur = node
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = yaml.safe_load(val)
+    return node
+
+
+def dump_config(cfg: BuildConfig, path: Path):
+    d = cfg.to_dict()
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return d
+
+
+def to_json(cfg: BuildConfig) -> str:
+    return json.dumps(cfg.to_dict(), indent=2)

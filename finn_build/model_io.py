@@ -1,0 +1,109 @@
+"""Model sources for a build: a training checkpoint, an exported QONNX file, or an untrained
+(BatchNorm-calibrated) model built from a model section.
+
+Everything ends as ``ModelBundle``: the QONNX file the build starts from, its metadata
+(``model.meta.json`` contract of ``brevitas_models.export``) and, when available, the
+Brevitas module itself (for the Brevitas verification stage).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+log = logging.getLogger("finn_build")
+
+
+@dataclass
+class ModelBundle:
+    qonnx_path: Path
+    meta: dict
+    torch_model: Any = None  # brevitas nn.Module in eval mode, or None
+    source: str = ""
+
+
+def export_model(model, out_path: Path) -> tuple[Path, dict]:
+    """Export with ``brevitas_models.export.export_qonnx_model`` (the project's contract)."""
+    from brevitas_models.export import export_qonnx_model
+    qpath, meta = export_qonnx_model(model, Path(out_path))
+    return Path(qpath), meta
+
+
+def checkpoint_model(src):
+    """-> model from a brevitas_models checkpoint, training its run first when the checkpoint
+    is missing and ``train_config`` names the run's config."""
+    from brevitas_models.train import load_checkpoint
+    path = Path(src.checkpoint)
+    if not path.is_file() and src.train_config:
+        from brevitas_models.config import load_config
+        from brevitas_models.train import train
+        rcfg = load_config(src.train_config)
+        if rcfg.run_dir / "best.pt" != path:
+            raise ValueError(f"model.train_config {src.train_config} trains {rcfg.run_dir}/best.pt, "
+                             f"not model.checkpoint {path}")
+        log.info("checkpoint %s missing: training %s", path, src.train_config)
+        train(rcfg, progress=False)
+    return load_checkpoint(path)[0]
+
+
+def build_untrained(section, data_root: Optional[str]) -> tuple[Any, list]:
+    """Fresh model from a model section; BatchNorm statistics calibrated on real training
+    images so the activations (and so the verification) are not degenerate."""
+    import torch
+    from brevitas_models.models import build_model
+    from brevitas_models.tasks import get_task
+
+    from .data import load_images
+
+    torch.manual_seed(section.seed)
+    tasks = [get_task(n) for n in section.tasks]
+    model = build_model(dict(section.model), tasks, section.input_size)
+    cin = model.cfg.in_channels
+    per_task = max(1, section.calibration_images // len(tasks))
+    imgs = [load_images(t.name, "train", per_task, section.input_size, cin, data_root,
+                        seed=section.seed)[0] for t in tasks]
+    x = torch.from_numpy(np.concatenate(imgs).transpose(0, 3, 1, 2).astype(np.float32))
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for chunk in torch.split(x, 64):
+            model(chunk)
+        # a per-class bias that is not all zero, so the host-side Add is exercised
+        if hasattr(model, "heads") and hasattr(model.heads, "class_bias"):
+            g = torch.Generator().manual_seed(section.seed)
+            model.heads.class_bias.copy_(0.1 * torch.randn(model.heads.class_bias.shape,
+                                                            generator=g))
+    for bn in bns:
+        bn.momentum = 0.1
+    model.eval()
+    return model, tasks
+
+
+def resolve_model(cfg, work_dir: Path) -> ModelBundle:
+    """Materialize the configured model source as QONNX (+meta) under ``work_dir``."""
+    src = cfg.model
+    work_dir.mkdir(parents=True, exist_ok=True)
+    target = work_dir / "model.onnx"
+    if src.qonnx is not None:
+        meta_path = Path(src.meta) if src.meta else Path(src.qonnx).with_suffix(".meta.json")
+        shutil.copyfile(src.qonnx, target)
+        meta = json.loads(Path(meta_path).read_text())
+        (work_dir / "model.meta.json").write_text(json.dumps(meta, indent=2))
+        return ModelBundle(target, meta, None, f"qonnx:{src.qonnx}")
+    if src.checkpoint is not None:
+        model = checkpoint_model(src)
+        qpath, meta = export_model(model, target)
+        return ModelBundle(Path(qpath), meta, model, f"checkpoint:{src.checkpoint}")
+    u = src.untrained
+    model, tasks = build_untrained(u, cfg.verify.data_root)
+    qpath, meta = export_model(model, target)
+    meta.setdefault("untrained", {"seed": u.seed, "calibration_images": u.calibration_images})
+    return ModelBundle(Path(qpath), meta, model, f"untrained:seed={u.seed}")

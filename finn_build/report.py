@@ -1,0 +1,118 @@
+"""Build reports: build_report.json / build_report.md and verification.json."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from qonnx.custom_op.registry import getCustomOp
+
+from .transforms import backend_of
+
+
+def node_table(model, est: dict | None) -> list[dict]:
+    rows = []
+    per_node = (est or {}).get("resources", {}).get("per_node", {})
+    cycles = (est or {}).get("performance", {}).get("cycles_per_layer", {})
+    for n in model.graph.node:
+        row = {"name": n.name, "op_type": n.op_type, "backend": backend_of(n)}
+        try:
+            inst = getCustomOp(n)
+            types = inst.get_nodeattr_types()
+            for a in ("PE", "SIMD", "parallel_window", "ram_style", "depth"):
+                if a in types:
+                    row[a] = inst.get_nodeattr(a)
+            if backend_of(n) != "none":
+                row["in_dtype"] = inst.get_input_datatype(0).name
+                row["out_dtype"] = inst.get_output_datatype(0).name
+                if n.op_type.startswith("MVAU"):
+                    row["w_dtype"] = inst.get_input_datatype(1).name
+                    row["MW"], row["MH"] = inst.get_nodeattr("MW"), inst.get_nodeattr("MH")
+        except Exception:
+            pass
+        if n.name in cycles:
+            row["cycles"] = cycles[n.name]
+        if n.name in per_node:
+            row["res"] = per_node[n.name]["est"]
+            row["res_finn"] = per_node[n.name]["finn"]
+            if per_node[n.name]["notes"]:
+                row["res_notes"] = per_node[n.name]["notes"]
+        rows.append(row)
+    return rows
+
+
+def _md(report: dict) -> str:
+    L = [f"# FINN build `{report['name']}`", ""]
+    L.append(f"- status: **{report['status']}**" + (
+        f" (failed step `{report['failed_step']}`: {report['error']})"
+        if report.get("failed_step") else ""))
+    L.append(f"- board: {report['board']} ({report['fpga_part']}), clock {report['clock_mhz']} MHz")
+    L.append(f"- all RTL: {report['all_rtl']}")
+    v = report.get("verification", {})
+    L.append(f"- verification: {v.get('status')} — stages {v.get('verified_stages')}, "
+             f"{v.get('mismatches')} mismatches on {v.get('n_images')} images")
+    e = report.get("estimates") or {}
+    if e:
+        L.append(f"- estimated: {e['est_fps']:.0f} FPS, latency {e['est_latency_us']:.2f} us, "
+                 f"LUT {e['est_lut']:.0f}, BRAM18 {e['est_bram18']:.0f}, DSP {e['est_dsp']:.0f} "
+                 f"(finn-plus uncorrected: LUT {e['finn_lut']:.0f}, DSP {e['finn_dsp']:.0f}); "
+                 f"bottleneck {e['bottleneck']}")
+    L += ["", "## Steps", "", "| step | seconds |", "|---|---|"]
+    L += [f"| {k} | {v} |" for k, v in report.get("step_times", {}).items()]
+    L += ["", "## Dataflow nodes", "",
+          "| node | op | backend | PE | SIMD | cycles | LUT | BRAM18 | DSP |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in report.get("nodes", []):
+        res = r.get("res", {})
+        L.append(f"| {r['name']} | {r['op_type']} | {r['backend']} | {r.get('PE', '')} | "
+                 f"{r.get('SIMD', '')} | {r.get('cycles', '')} | {res.get('lut', '')} | "
+                 f"{res.get('bram18', '')} | {res.get('dsp', '')} |")
+    h = report.get("host_ops")
+    if h:
+        L += ["", "## Host ops", "", "```json", json.dumps(
+            {"pre": h.get("pre"), "post": [{k: (v if k != "value" else "...")
+                                            for k, v in o.items()} for o in h.get("post", [])]},
+            indent=1), "```"]
+    return "\n".join(L) + "\n"
+
+
+def write_reports(build, model) -> dict:
+    from .pipeline import provenance
+
+    st = build.state
+    est_path = build.report_dir / "estimates.json"
+    est = json.loads(est_path.read_text()) if est_path.exists() and "estimates_summary" in st else None
+    ver = build.verifier.summary() if build.verifier is not None else {"status": "not run"}
+    backends = st.get("backends") or []
+    nodes = node_table(model, est) if model is not None else []
+    df_nodes = [r for r in nodes if r["backend"] != "none"] if st.get("host_ops") else []
+    all_rtl = (bool(df_nodes) and all(r["backend"] == "rtl" for r in df_nodes)
+               and not st.get("failed_step"))
+    report = {
+        "name": build.cfg.name,
+        "status": "failed" if st.get("failed_step") else "ok",
+        "failed_step": st.get("failed_step"),
+        "error": (st.get("error") or {}).get("message"),
+        "error_type": (st.get("error") or {}).get("type"),
+        "board": build.cfg.board, "fpga_part": build.cfg.fpga_part,
+        "clock_mhz": build.cfg.clock_mhz,
+        "all_rtl": all_rtl,
+        "non_rtl_nodes": [r for r in (backends or df_nodes) if r["backend"] != "rtl"],
+        "nodes": nodes,
+        "estimates": st.get("estimates_summary"),
+        "folding": st.get("folding"),
+        "rtl_datatype_changes": st.get("rtl_datatype_changes", []),
+        "export_fixups": st.get("export_fixups", {}),
+        "host_ops": st.get("host_ops"),
+        "verification": {k: v for k, v in ver.items() if k != "stages"},
+        "step_times": st.get("step_times", {}),
+        "total_seconds": st.get("total_seconds"),
+        "meta": st.get("meta"),
+        "model_source": st.get("model_source"),
+        "provenance": provenance(build),
+        "config": build.cfg.to_dict(),
+        "artifacts": sorted(str(p.relative_to(build.out))
+                            for p in (build.out / "intermediate").glob("*.onnx")),
+    }
+    (build.out / "verification.json").write_text(json.dumps(ver, indent=1))
+    (build.out / "build_report.json").write_text(json.dumps(report, indent=1, default=str))
+    (build.out / "build_report.md").write_text(_md(report))
+    return report

@@ -1,0 +1,146 @@
+"""finn_build end to end with real finn-plus (no mocks): tiny models through the whole
+pipeline, all-RTL, all-output verification, corruption detection, non-RTL rejection."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from finn_build.config import config_from_dict
+from finn_build.pipeline import run_build
+from finn_build.steps import NotAllRTLError
+from finn_build.testing import export_pool_model, flip_weight_step, tiny_build_dict
+from finn_build.verify import VerificationError
+
+ROOT = Path(__file__).resolve().parents[1]
+RTL_TYPES = {"MVAU_rtl", "Thresholding_rtl", "ConvolutionInputGenerator_rtl", "FMPadding_rtl",
+             "StreamingDataWidthConverter_rtl", "StreamingFIFO_rtl"}
+ALL_STAGES = ["brevitas", "qonnx", "finn_onnx", "tidy", "streamlined", "hw", "folded"]
+
+
+def _quiet(*a, **k):
+    pass
+
+
+@pytest.fixture(scope="module")
+def tiny_mlp(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finn_mlp")
+    cfg = config_from_dict(tiny_build_dict(out, "mlp"))
+    rep = run_build(cfg, echo=_quiet)
+    return cfg, rep
+
+
+def test_tiny_mlp_all_rtl_and_verified(tiny_mlp):
+    cfg, rep = tiny_mlp
+    out = Path(cfg.out_dir)
+    assert rep["status"] == "ok" and rep["all_rtl"] and not rep["non_rtl_nodes"]
+    df = [n for n in rep["nodes"] if n["backend"] != "none"]
+    assert df and {n["op_type"] for n in df} <= RTL_TYPES
+    ver = json.loads((out / "verification.json").read_text())
+    assert ver["status"] == "pass" and ver["verified_stages"] == ALL_STAGES
+    assert ver["mismatches"] == 0 and ver["n_images"] == 12
+    # all outputs compared, integer stages exact
+    for st in ver["stages"]:
+        assert st["n_outputs"] == 12
+        if st["stage"] in ("streamlined", "hw", "folded"):
+            assert st["kind"] == "integer" and st["max_abs_acc_diff"] == 0
+    # host ops: exact per-class scale/bias behind the partition, layout op in front
+    host = json.loads((out / "host_ops.json").read_text())
+    assert [o["op"] for o in host["post"]] == ["mul", "add"]
+    assert host["pre"] in ([{"op": "reshape", "shape": [1, 784]}],
+                           [{"op": "flatten", "axis": 1}])
+    assert host["dataflow_input"]["dtype"] == "UINT8"
+    e = rep["estimates"]
+    assert e["est_fps"] > 0 and e["fits"] and e["est_dsp"] <= 220
+    for name in rep["step_times"]:
+        assert any(a.endswith(f"_{name}.onnx") for a in rep["artifacts"]), name
+    assert (out / "report" / "folding_config.json").exists()
+    assert rep["provenance"]["model_files"] and rep["provenance"]["data_files"]
+
+
+def test_resume_from_step_with_new_target(tiny_mlp):
+    cfg, rep = tiny_mlp
+    slow = config_from_dict({**cfg.to_dict(), "folding": {"target_fps": 20000}})
+    rep2 = run_build(slow, from_step="set_folding", echo=_quiet)
+    assert rep2["status"] == "ok" and rep2["all_rtl"]
+    assert 20000 <= rep2["estimates"]["est_fps"] < rep["estimates"]["est_fps"]
+    assert set(rep2["step_times"]) == set(rep["step_times"])
+    assert rep2["verification"]["verified_stages"] == ALL_STAGES
+
+
+@pytest.mark.parametrize("after, stage", [("convert_to_hw", "hw"), ("set_folding", "folded")])
+def test_flipped_weight_fails_verification_naming_the_stage(tiny_mlp, tmp_path, after, stage):
+    cfg, _ = tiny_mlp
+    qonnx = Path(cfg.out_dir) / "model" / "model.onnx"
+    d = tiny_build_dict(tmp_path, "mlp", model={"qonnx": str(qonnx)})
+    d["model"].pop("untrained")
+    bad = config_from_dict(d)
+    with pytest.raises(VerificationError) as ei:
+        run_build(bad, inject_after={after: [("corrupt_weight", flip_weight_step())]},
+                  echo=_quiet)
+    assert ei.value.stage == stage and f"stage '{stage}'" in str(ei.value)
+    ver = json.loads((Path(bad.out_dir) / "verification.json").read_text())
+    assert ver["status"] == "fail" and ver["failed_stages"] == [stage]
+    rec = [s for s in ver["stages"] if s["stage"] == stage][0]
+    assert rec["mismatch_images"] and rec["mismatch_outputs"] and rec["mismatch_tasks"]
+    # the last layer's weight feeds exactly one output column
+    assert len(rec["mismatch_outputs"]) == 1
+    assert ver["verified_stages"][:2] == ["qonnx", "finn_onnx"]
+    rep = json.loads((Path(bad.out_dir) / "build_report.json").read_text())
+    assert rep["status"] == "failed" and rep["error_type"] == "VerificationError"
+
+
+@pytest.fixture(scope="module")
+def pool_qonnx(tmp_path_factory):
+    return export_pool_model(tmp_path_factory.mktemp("pool") / "model")
+
+
+def test_hls_only_layer_fails_with_offending_nodes(pool_qonnx, tmp_path):
+    cfg = config_from_dict({"name": "pool", "model": {"qonnx": str(pool_qonnx)},
+                            "verify": {"images_per_task": 2},
+                            "output_dir": str(tmp_path / "pool")})
+    with pytest.raises(NotAllRTLError) as ei:
+        run_build(cfg, echo=_quiet)
+    assert [o["op_type"] for o in ei.value.offending] == ["Pool_hls"]
+    assert "Pool_hls_0" in str(ei.value) and "allow_hls=false" in str(ei.value)
+    rep = json.loads((tmp_path / "pool" / "build_report.json").read_text())
+    assert rep["failed_step"] == "specialize_layers"
+    assert [n["op_type"] for n in rep["non_rtl_nodes"]] == ["Pool_hls"]
+
+
+def test_cli_exit_code_for_hls_node(pool_qonnx, tmp_path):
+    y = tmp_path / "pool.yaml"
+    y.write_text(yaml.safe_dump({"name": "pool_cli", "model": {"qonnx": str(pool_qonnx)},
+                                 "verify": {"enabled": False},
+                                 "output_dir": str(tmp_path / "pool_cli")}))
+    r = subprocess.run([sys.executable, "-m", "finn_build", "--config", str(y)],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 4, r.stderr[-2000:]
+    assert "Pool_hls" in r.stderr
+
+
+def test_tiny_cnn_all_rtl(tmp_path):
+    cfg = config_from_dict(tiny_build_dict(tmp_path, "cnn",
+                                           folding={"target_fps": 20000}))
+    rep = run_build(cfg, echo=_quiet)
+    ops = {n["op_type"] for n in rep["nodes"] if n["backend"] != "none"}
+    assert {"ConvolutionInputGenerator_rtl", "FMPadding_rtl", "MVAU_rtl"} <= ops <= RTL_TYPES
+    assert rep["verification"]["verified_stages"] == ALL_STAGES
+    assert rep["estimates"]["est_fps"] >= 20000
+    host = rep["host_ops"]
+    assert host["pre"] == [{"op": "transpose", "perm": [0, 2, 3, 1]}]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mlp_w4a4_pynqz1", "cnn_w4a4_pynqz1"])
+def test_repo_build_configs(name, tmp_path):
+    from finn_build.config import load_build_config
+
+    cfg = load_build_config(ROOT / "build_configs" / f"{name}.yaml",
+                            {"output_dir": str(tmp_path / name)})
+    rep = run_build(cfg, echo=_quiet)
+    assert rep["all_rtl"] and rep["verification"]["status"] == "pass"
+    assert rep["verification"]["mismatches"] == 0
+    assert rep["total_seconds"] < 180
