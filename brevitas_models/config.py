@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional, get_args, get_origin, get_type_hints
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -89,12 +89,15 @@ def _check(cond: bool, where: str, msg: str):
 
 
 def _build(cls, raw: Any, where: str):
-    """Build dataclass `cls` from a mapping, type-checking each field."""
-    _check(isinstance(raw, dict), where, f"expected a mapping, got {type(raw).__name__}")
+    """Build dataclass `cls` from a mapping, type-checking each field (fields with
+    metadata {"internal": True} are set by loaders, not by users)."""
+    _check(isinstance(raw, dict), where or "<top level>",
+           f"expected a mapping, got {type(raw).__name__}")
     hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
+    known = {f.name for f in fields(cls) if not f.metadata.get("internal")}
     unknown = sorted(set(raw) - known)
-    _check(not unknown, where, f"unknown key(s) {unknown}; known keys: {sorted(known)}")
+    _check(not unknown, where or "<top level>",
+           f"unknown key(s) {unknown}; known keys: {sorted(known)}")
     kwargs = {}
     for f in fields(cls):
         if f.name not in raw:
@@ -106,11 +109,17 @@ def _build(cls, raw: Any, where: str):
 def _coerce(tp, value, where):
     if is_dataclass(tp):
         return _build(tp, value, where)
-    optional = get_origin(tp) is not None and type(None) in get_args(tp)
-    if optional:
-        if value is None:
+    if get_origin(tp) is Union:
+        args = get_args(tp)
+        if value is None and type(None) in args:
             return None
-        tp = [a for a in get_args(tp) if a is not type(None)][0]
+        errors = []
+        for a in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(a, value, where)
+            except ConfigError as e:
+                errors.append(str(e).split(": ", 1)[-1])
+        raise ConfigError(f"{where}: " + " or ".join(errors))
     if tp is bool:
         _check(isinstance(value, bool), where, f"expected true/false, got {value!r}")
     elif tp is int:
@@ -124,6 +133,8 @@ def _coerce(tp, value, where):
         _check(isinstance(value, str), where, f"expected a string, got {value!r}")
     elif tp is list:
         _check(isinstance(value, list), where, f"expected a list, got {value!r}")
+    elif tp is dict:
+        _check(isinstance(value, dict), where, f"expected a mapping, got {value!r}")
     return value
 
 
@@ -193,18 +204,23 @@ def config_from_dict(raw: dict, source: str = "<config>") -> RunConfig:
         raise ConfigError(f"{source}: {e}") from None
 
 
-def load_config(path, overrides: Optional[dict] = None) -> RunConfig:
-    """Load a YAML config; `overrides` is a nested dict merged on top (e.g. from the CLI)."""
+def read_yaml(path, overrides: Optional[dict] = None, error=ConfigError) -> dict:
+    """A YAML mapping from `path`, with `overrides` (a nested dict) merged on top."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise error(f"{path}: config file not found")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
-    if overrides:
-        raw = merge(raw, overrides)
-    return config_from_dict(raw, str(path))
+        raise error(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise error(f"{path}: expected a mapping at the top level")
+    return merge(raw, overrides) if overrides else raw
+
+
+def load_config(path, overrides: Optional[dict] = None) -> RunConfig:
+    """Load a YAML config; `overrides` is a nested dict merged on top (e.g. from the CLI)."""
+    return config_from_dict(read_yaml(path, overrides), str(path))
 
 
 def merge(base: dict, over: dict) -> dict:

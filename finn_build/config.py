@@ -37,18 +37,20 @@ YAML layout (see build_configs/*.yaml)::
 """
 from __future__ import annotations
 
-import copy
 import json
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Optional, Union
 
 import yaml
+
+from brevitas_models.config import ConfigError, _build, merge, read_yaml
+from brevitas_models.config import parse_override as _parse_override
 
 from .boards import BOARDS, get_board
 
 
-class BuildConfigError(ValueError):
+class BuildConfigError(ConfigError):
     """A build config value is missing, unknown, or out of range."""
 
 
@@ -106,7 +108,7 @@ class BuildConfig:
     verify: VerifySection = field(default_factory=VerifySection)
     output_dir: Optional[str] = None
     # set by the loader, not by the user
-    source_file: Optional[str] = None
+    source_file: Optional[str] = field(default=None, metadata={"internal": True})
 
     # ---- derived -------------------------------------------------------------------
     @property
@@ -140,6 +142,7 @@ class BuildConfig:
 
 
 # ---------------------------------------------------------------------------- parsing
+# The YAML -> dataclass machinery is shared with the training configs.
 
 def _fail(where: str, msg: str):
     raise BuildConfigError(f"{where}: {msg}")
@@ -148,54 +151,6 @@ def _fail(where: str, msg: str):
 def _check(cond, where, msg):
     if not cond:
         _fail(where, msg)
-
-
-def _build(cls, raw: Any, where: str):
-    _check(isinstance(raw, dict), where or "<top level>",
-           f"expected a mapping, got {type(raw).__name__} {raw!r}")
-    hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls) if f.name != "source_file"}
-    unknown = sorted(set(raw) - known)
-    _check(not unknown, where or "<top level>",
-           f"unknown key(s) {unknown}; known keys: {sorted(known)}")
-    kw = {}
-    for f in fields(cls):
-        if f.name in raw:
-            kw[f.name] = _coerce(hints[f.name], raw[f.name], f"{where}.{f.name}".lstrip("."))
-    return cls(**kw)
-
-
-def _coerce(tp, value, where):
-    if is_dataclass(tp):
-        return _build(tp, value, where)
-    origin, args = get_origin(tp), get_args(tp)
-    if origin is Union:
-        if value is None and type(None) in args:
-            return None
-        opts = [a for a in args if a is not type(None)]
-        errors = []
-        for a in opts:
-            try:
-                return _coerce(a, value, where)
-            except BuildConfigError as e:
-                errors.append(str(e).split(": ", 1)[-1])
-        _fail(where, " or ".join(errors))
-    if tp is bool:
-        _check(isinstance(value, bool), where, f"expected true/false, got {value!r}")
-    elif tp is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), where,
-               f"expected an integer, got {value!r}")
-    elif tp is float:
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), where,
-               f"expected a number, got {value!r}")
-        value = float(value)
-    elif tp is str:
-        _check(isinstance(value, str), where, f"expected a string, got {value!r}")
-    elif tp is list:
-        _check(isinstance(value, list), where, f"expected a list, got {value!r}")
-    elif tp is dict:
-        _check(isinstance(value, dict), where, f"expected a mapping, got {value!r}")
-    return value
 
 
 def validate(cfg: BuildConfig) -> BuildConfig:
@@ -258,50 +213,23 @@ def validate(cfg: BuildConfig) -> BuildConfig:
 def config_from_dict(raw: dict, source: str = "<config>") -> BuildConfig:
     try:
         cfg = validate(_build(BuildConfig, raw, ""))
-    except BuildConfigError as e:
+    except ConfigError as e:
         raise BuildConfigError(f"{source}: {e}") from None
     cfg.source_file = source if source != "<config>" else None
     return cfg
 
 
 def load_build_config(path, overrides: Optional[dict] = None) -> BuildConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise BuildConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise BuildConfigError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(raw, dict):
-        raise BuildConfigError(f"{path}: expected a mapping at the top level")
-    raw.setdefault("name", path.stem)
-    if overrides:
-        raw = merge(raw, overrides)
-    return config_from_dict(raw, str(path))
-
-
-def merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merge(out[k], v)
-        else:
-            out[k] = v
-    return out
+    raw = read_yaml(path, error=BuildConfigError)
+    raw.setdefault("name", Path(path).stem)
+    return config_from_dict(merge(raw, overrides) if overrides else raw, str(path))
 
 
 def parse_override(text: str) -> dict:
-    """'folding.target_fps=20000' -> {'folding': {'target_fps': 20000}} (value parsed as YAML)."""
-    if "=" not in text:
-        raise BuildConfigError(f"override {text!r}: expected key.path=value")
-    key, val = text.split("=", 1)
-    node: dict = {}
-    cur = node
-    parts = key.strip().split(".")
-    for p in parts[:-1]:
-        cur = cur.setdefault(p, {})
-    cur[parts[-1]] = yaml.safe_load(val)
-    return node
+    try:
+        return _parse_override(text)
+    except ConfigError as e:
+        raise BuildConfigError(str(e)) from None
 
 
 def dump_config(cfg: BuildConfig, path: Path):
