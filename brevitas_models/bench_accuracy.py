@@ -39,6 +39,9 @@ def grid():
                          {"model": {"w_bits": b, "a_bits": b}}))
         runs.append((f"{arch}_mt_w4a4_ctn", "multitask",
                      {"train": {"loss": "cross_task_negatives"}}))
+        if arch == "cnn":  # a longer schedule for the hardware-sized CNN (chosen on val)
+            runs.append(("cnn_mt_w4a4_e40", "multitask",
+                         {"train": {"epochs": 40, "patience": 10}}))
         runs.append((f"{arch}_mc_w4a4", "multiclass", {"model": {"mode": "multiclass"}}))
         for t in MEDMNIST:
             runs.append((f"{arch}_st_{t}_w4a4", "singletask",
@@ -71,24 +74,26 @@ def records_for(run_name, mode_label, cfg, metrics_by_split, seconds):
 
 
 def target_summary(records) -> str:
-    """Best <=4-bit multitask CNN per task on test vs the targets, and the float->w4a4 drop."""
+    """Best <=4-bit multitask CNN per task vs the targets, and the float->w4a4 drop. "Best" is
+    chosen on the validation split; the test figures of that run are what is compared."""
     lines = []
-    test = [r for r in records if r["split"] == "test" and r["model"] == "cnn"]
+    cnn = [r for r in records if r["model"] == "cnn"]
     for task, tgt in TARGETS.items():
-        cands = [r for r in test if r["task"] == task and r["mode"] == "multitask"
-                 and r["w_bits"] is not None and r["w_bits"] <= 4]
-        if not cands:
+        val = [r for r in cnn if r["task"] == task and r["split"] == "val"
+               and r["mode"] == "multitask" and r["w_bits"] is not None and r["w_bits"] <= 4]
+        if not val:
             continue
-        best = max(cands, key=lambda r: r["acc"])
+        run = max(val, key=lambda r: r["acc"])["run"]
+        best = next(r for r in cnn if r["run"] == run and r["task"] == task
+                    and r["split"] == "test")
         ok = all((best[k] or 0) >= v for k, v in tgt.items())
         got = ", ".join(f"{k} {best[k]:.3f} (target {v})" for k, v in tgt.items())
-        lines.append(f"- {task}: best <=4-bit CNN is {best['run']}: {got} -> "
+        lines.append(f"- {task}: best <=4-bit CNN on validation is `{run}`; test {got} -> "
                      f"{'met' if ok else 'MISSED'}")
-        fl = [r for r in test if r["task"] == task and r["mode"] == "float"]
-        q4 = [r for r in cands if r["w_bits"] == 4 and r["loss"] == "masked"]
-        if fl and q4:
-            drop = (fl[0]["acc"] - q4[0]["acc"]) * 100
-            lines.append(f"  float -> w4a4 accuracy drop: {drop:+.1f} points "
+        test = {r["run"]: r for r in cnn if r["task"] == task and r["split"] == "test"}
+        if "cnn_mt_float" in test and "cnn_mt_w4a4" in test:
+            drop = (test["cnn_mt_float"]["acc"] - test["cnn_mt_w4a4"]["acc"]) * 100
+            lines.append(f"  float -> w4a4 test accuracy drop: {drop:+.1f} points "
                          f"({'within' if drop <= 1 else 'over'} the 1-point target)")
     return "\n".join(lines)
 
