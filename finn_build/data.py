@@ -8,7 +8,6 @@ from typing import Optional
 import numpy as np
 
 from brevitas_models.data import _source_path, data_root, load_task
-from brevitas_models.export import sha256_file  # noqa: F401  (re-exported for the pipeline)
 from brevitas_models.tasks import get_task
 
 

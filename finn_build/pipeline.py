@@ -73,7 +73,7 @@ class Build:
         self.verifier = Verifier(vdir, self.state["meta"])
 
     def sha256(self, path) -> str:
-        from .data import sha256_file
+        from brevitas_models.export import sha256_file
 
         p = str(path)
         if p not in self._sha_cache:

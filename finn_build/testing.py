@@ -66,7 +66,7 @@ def flip_weight_step(op_prefix="MVAU", which=-1, stage_note="corrupt"):
 def export_pool_model(out_dir) -> Path:
     """A small QONNX classifier with a MaxPool between quantized convs (FINN's pool layer is
     HLS-only) and its meta.json. -> path of model.onnx."""
-    import brevitas_models._compat  # noqa: F401
+    import brevitas_models  # noqa: F401  (its _compat fix-up must precede Brevitas layers)
     import torch
     import torch.nn as nn
     from brevitas.export import export_qonnx

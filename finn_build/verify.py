@@ -67,7 +67,9 @@ class Verifier:
     def prepare_inputs(self, vcfg, data_files: dict):
         tasks = [t["name"] for t in self.meta["tasks"]]
         _, c, h, w = self.meta["input"]["shape"]
-        from .data import load_images, sha256_file
+        from brevitas_models.export import sha256_file
+
+        from .data import load_images
 
         xs, info = [], []
         for t in tasks:
