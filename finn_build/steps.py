@@ -134,7 +134,9 @@ def step_load_model(model, build):
         # gives the executor the tensor shapes a TorchScript export leaves out
         from qonnx.util.cleanup import cleanup_model
 
-        _onnx_stage(build, cleanup_model(model), "qonnx", "load_model")
+        reference = cleanup_model(model)
+        reference.save(str(build.verifier.reference_model_path))
+        _onnx_stage(build, reference, "qonnx", "load_model")
         if bundle.torch_model is not None:
             t = time.time()
             logits = build.verifier.run_torch(bundle.torch_model)

@@ -10,7 +10,11 @@ logits) are compared:
 - integer stages (streamlined, hw, folded) must reproduce the accumulators exactly; their
   logits are the host ops (recorded JSON, applied with numpy) of those accumulators;
 - float stages (brevitas, qonnx, finn_onnx, tidy) must give logits that map back through
-  the inverse host ops to the same integers (within 0.25 of an accumulator LSB).
+  the inverse host ops to the same integers (within 0.25 of an accumulator LSB); an image
+  where a float32 stage rounded an activation at a quantizer boundary the other way is
+  accepted only when ``float64_ref.explain`` reproduces both the stage's result and the
+  reference with a few boundary flips in a float64 execution of the model (recorded as
+  ``boundary_flip_images``; ``mismatches`` counts what is not explained).
 
 A mismatch raises ``VerificationError`` naming the stage, the image indices (with task)
 and the output indices that differ; ``verification.json`` holds everything.
@@ -40,8 +44,10 @@ class VerificationError(RuntimeError):
             f"max |acc diff| {record.get('max_abs_acc_diff')}")
 
 
-STAGES = ("brevitas", "qonnx", "finn_onnx", "tidy", "streamlined", "hw", "folded", "rtlsim")
-INTEGER_STAGES = ("streamlined", "hw", "folded", "rtlsim")  # rtlsim: finn_build.rtlsim
+STAGES = ("brevitas", "qonnx", "finn_onnx", "tidy", "streamlined", "hw", "folded", "rtlsim",
+          "cppsim", "xsim_stitched")
+# rtlsim: finn_build.rtlsim (Verilator); cppsim, xsim_stitched: finn_build.bitstream (Vivado)
+INTEGER_STAGES = ("streamlined", "hw", "folded", "rtlsim", "cppsim", "xsim_stitched")
 
 
 class Verifier:
@@ -84,6 +90,51 @@ class Verifier:
         self.image_info = info
         np.savez_compressed(self.vdir / "inputs.npz", x=self.inputs)
         self.save()
+
+    @property
+    def reference_model_path(self) -> Path:
+        """The cleaned QONNX the ``qonnx`` stage ran (float64 arbiter of float stages)."""
+        return self.vdir / "qonnx_reference.onnx"
+
+    def _explain_boundary(self, imgs, logits, ref_l, ref_acc, host, logit_tol) -> dict:
+        """{image: record} of the images whose difference is a float32 rounding flip at a
+        quantizer boundary (see ``float64_ref``); the others are left out."""
+        from qonnx.core.modelwrapper import ModelWrapper
+
+        from . import float64_ref
+
+        if not self.reference_model_path.exists() or self.inputs is None:
+            return {}
+        model = ModelWrapper(str(self.reference_model_path))
+        memo = self.__dict__.setdefault("_explained", {})  # stages share targets
+        integer = ref_acc is not None and host is not None
+
+        def explain(i, target, tol):
+            key = (int(i), integer, np.asarray(target).tobytes())
+            if key not in memo:
+                if integer:  # compare integers, through the inverse host ops
+                    def dist(y):
+                        return float(np.abs(H.invert_post(host, y[None])[0] - target).max())
+                else:
+                    def dist(y):
+                        return float(np.abs(y - target).max())
+                memo[key] = float64_ref.explain(model, self.inputs[i: i + 1], dist, tol)
+            return memo[key]
+
+        out = {}
+        for i in imgs:
+            if integer:
+                e_stage = explain(i, H.invert_post(host, logits[i: i + 1])[0], 0.25)
+                e_ref = explain(i, ref_acc[i], 0.25)
+            else:
+                e_stage = explain(i, logits[i], logit_tol)
+                e_ref = explain(i, ref_l[i], logit_tol)
+            if e_stage["explained"] and e_ref["explained"]:
+                out[int(i)] = {"index": int(i), "task": self.image_info[i].get("task")
+                               if i < len(self.image_info) else None,
+                               "stage_flips": e_stage["flips"],
+                               "reference_flips": e_ref["flips"]}
+        return out
 
     def _load(self, name):
         p = self.vdir / f"{name}.npz"
@@ -200,9 +251,11 @@ class Verifier:
             if ab is not None:
                 scale = np.abs(ab[0])
                 tol = 0.25 * scale  # a quarter of one accumulator LSB, per output
-                bad |= dl > tol[None, :]
-                rec["logit_tolerance"] = "0.25 accumulator LSB per output"
-                if acc is None:  # float stage: recover the integers through the host ops
+                if acc is None:
+                    # integer stages are judged by their integers alone: the float32 logits
+                    # reference may itself hold boundary flips (see recheck_float_stages)
+                    bad |= dl > tol[None, :]
+                    rec["logit_tolerance"] = "0.25 accumulator LSB per output"
                     rec_acc = H.invert_post(host, logits)
                     da = np.abs(rec_acc - ref_acc["acc"])
                     rec["max_abs_acc_diff"] = float(da.max())
@@ -213,6 +266,19 @@ class Verifier:
             bad |= dl > tol
             rec["logit_tolerance"] = f"abs {tol:.3g} (host ops not known yet; re-checked " \
                                      "against the integer reference after streamlining)"
+        if acc is None and bad.any():  # float stage: rounding flips at quantizer boundaries?
+            flips = self._explain_boundary(
+                np.flatnonzero(bad.any(1)), logits, ref_l,
+                ref_acc["acc"] if ref_acc is not None else None, host,
+                1e-5 * max(1.0, float(np.abs(ref_l).max())))
+            if flips:
+                rec["boundary_flip_images"] = list(flips.values())
+                rec["boundary_flip_note"] = (
+                    "differences explained by float32 rounding at quantizer boundaries: a "
+                    "float64 execution of the model with the listed activations rounded the "
+                    "other way ([node index, element, distance to the boundary in steps]) "
+                    "reproduces both this stage and the reference")
+                bad[list(flips)] = False
         imgs = np.flatnonzero(bad.any(1))
         outs = np.flatnonzero(bad.any(0))
         rec["status"] = "pass" if len(imgs) == 0 else "fail"

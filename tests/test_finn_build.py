@@ -92,6 +92,52 @@ def test_flipped_weight_fails_verification_naming_the_stage(tiny_mlp, tmp_path, 
     assert rep["status"] == "failed" and rep["error_type"] == "VerificationError"
 
 
+def test_float_stage_rounding_flip_at_a_quantizer_boundary_is_explained_a_defect_is_not(
+        tiny_mlp, tmp_path):
+    """A float32 stage that rounded one activation at a quantizer boundary the other way
+    passes (and is recorded); the same logits with one output off by a single accumulator
+    step (a defect no boundary flip reproduces) fail."""
+    import shutil
+
+    import numpy as np
+
+    from finn_build import float64_ref
+    from finn_build import host_ops as H
+    from finn_build.verify import Verifier
+
+    cfg, _ = tiny_mlp
+    out = Path(cfg.out_dir)
+    shutil.copytree(out / "verification", tmp_path / "v")
+    state = json.loads((out / "state.json").read_text())
+    host = state["streamlined_host_ops"]
+    v = Verifier(tmp_path / "v", state["meta"])
+    ref = v.reference_model_path
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    model = ModelWrapper(str(ref))
+    ref_acc = np.load(tmp_path / "v" / "ref_acc.npz")["acc"]
+    # image 0 with its activation nearest to a rounding boundary rounded the other way
+    y0, near = float64_ref.run(model, v.inputs[:1])
+    assert near and near[0][0] < float64_ref.NEAR
+    y1, _ = float64_ref.run(model, v.inputs[:1], [near[0][1:]])
+    acc1 = H.invert_post(host, y1[None])[0]
+    assert np.abs(acc1 - ref_acc[0]).max() >= 0.75  # the flip is visible in the integers
+    logits = np.load(tmp_path / "v" / "stage_qonnx.npz")["logits"].copy()
+    logits[0] = y1.astype(np.float32)
+    rec = v.check("brevitas", "load_model", logits, None, host)
+    assert rec["status"] == "pass" and rec["mismatches"] == 0
+    (flip,) = rec["boundary_flip_images"]
+    assert flip["index"] == 0 and flip["stage_flips"] == [[*near[0][1:], round(near[0][0], 6)]]
+    # a defect: one output one accumulator step off, on image 1
+    scale, _ = H.affine_of(host, logits.shape[1])
+    bad = np.load(tmp_path / "v" / "stage_qonnx.npz")["logits"].copy()
+    bad[1, 3] += np.float32(scale[3])
+    with pytest.raises(VerificationError) as ei:
+        v.check("brevitas", "load_model", bad, None, host)
+    assert ei.value.record["mismatch_images"] == [1]
+    assert ei.value.record["mismatch_outputs"] == [3]
+
+
 @pytest.fixture(scope="module")
 def pool_qonnx(tmp_path_factory):
     return export_pool_model(tmp_path_factory.mktemp("pool") / "model")

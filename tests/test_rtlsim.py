@@ -225,6 +225,16 @@ def test_stitched_partition_with_two_inputs_and_two_outputs(mlp_rtlsim, rtl_cach
                     assert np.array_equal(got[t], np.asarray(c[t]).reshape(got[t].shape)), t
 
 
+def test_tiny_cnn_stitched_bit_exact_with_and_without_stalls(tmp_path, rtl_cache):
+    """The CNN's RTL (sliding window, padding, MVU, thresholds, width converters, FIFOs)
+    stitched, on real test images of every task, with and without random stalls."""
+    cfg, rep = _rtlsim_build(tmp_path, "cnn", rtl_cache, stall=0.25)
+    rec, info = _check_stitched(cfg, rep, n_runs=2)
+    types = {n["op_type"] for n in rep["nodes"]}
+    assert {"ConvolutionInputGenerator_rtl", "FMPadding_rtl", "MVAU_rtl",
+            "Thresholding_rtl"} <= types
+
+
 @pytest.mark.slow
 def test_tiny_cnn_stitched_and_node_by_node(tmp_path, rtl_cache):
     cfg, rep = _rtlsim_build(tmp_path, "cnn", rtl_cache, stall=0.25, node_by_node=True)

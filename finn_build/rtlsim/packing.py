@@ -1,9 +1,15 @@
 """Tensor <-> AXI-Stream beats with FINN's packing conventions (``finn.util.data_packing``:
 innermost folded dimension packed into one beat, element 0 in the least significant bits,
-two's complement for signed types), as uint32 words per beat for the C++ driver."""
+two's complement for signed types), as uint32 words per beat for the C++ driver.
+
+The bit packing is ``deploy.pynq.packing`` (vectorized numpy, equal to FINN's functions,
+tested against them); FINN's own ``npy_to_rtlsim_input`` packs element by element in Python
+and took 95% of a 2M-cycle simulation's time."""
 from __future__ import annotations
 
 import numpy as np
+
+from deploy.pynq import packing as P  # the one numpy implementation (runs on the board too)
 
 
 def _words(width: int) -> int:
@@ -23,29 +29,28 @@ def words_to_ints(words: np.ndarray) -> list:
 
 def pack(x: np.ndarray, dtype: str, folded_shape, width: int) -> np.ndarray:
     """FINN tensor (any shape with the folded shape's element count) -> [beats, words]."""
-    from qonnx.core.datatype import DataType
-
-    from finn.util.data_packing import npy_to_rtlsim_input
-
-    a = np.asarray(x, np.float32).reshape([int(d) for d in folded_shape])
-    return ints_to_words(npy_to_rtlsim_input(a, DataType[dtype], width), width)
+    by = P.pack(x, dtype, folded_shape)  # [..., bytes per beat], vectorized numpy
+    by = by.reshape(-1, by.shape[-1])
+    pad = _words(width) * 4 - by.shape[1]
+    if pad < 0:
+        raise ValueError(f"{by.shape[1]} bytes per beat do not fit a {width}-bit stream")
+    by = np.concatenate([by, np.zeros((by.shape[0], pad), np.uint8)], axis=1)
+    return np.ascontiguousarray(by).view("<u4").astype(np.uint32)
 
 
 def pack_many(xs, dtype: str, folded_shape, width: int) -> np.ndarray:
     """Several tensors (one per image) streamed back to back."""
-    return np.concatenate([pack(x, dtype, folded_shape, width) for x in xs])
+    shape = [int(d) for d in folded_shape]
+    return pack(np.stack([np.asarray(x).reshape(shape) for x in xs]), dtype,
+                [len(xs)] + shape, width)
 
 
 def unpack(words: np.ndarray, dtype: str, folded_shape, width: int) -> np.ndarray:
     """[beats, words] -> FINN tensor of the folded shape (float32 container)."""
-    from qonnx.core.datatype import DataType
-
-    from finn.util.data_packing import rtlsim_output_to_npy
-
-    dt = DataType[dtype]
-    out = rtlsim_output_to_npy(words_to_ints(words), None, dt, [int(d) for d in folded_shape],
-                               width, dt.bitwidth())
-    return np.asarray(out, np.float32)
+    shape = [int(d) for d in folded_shape]
+    nb = P.beat_bytes(dtype, shape[-1])
+    by = np.ascontiguousarray(words, "<u4").view(np.uint8).reshape(len(words), -1)[:, :nb]
+    return P.unpack(by, dtype, shape).astype(np.float32)
 
 
 def beats_of(folded_shape) -> int:

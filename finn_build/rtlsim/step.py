@@ -145,6 +145,8 @@ def step_rtlsim(model, build):
                                     images=np.asarray(idx))
             elif rrec["status"] == "fail" and rec["status"] == "pass":
                 rec = {**rrec, "failed_with_stall": p}
+        if rc.speed_cycles:
+            info["speed"] = _speed(st, xs, rc.speed_cycles)
     except SimError as e:  # deadlock / timeout / $error in the design
         build.state["rtlsim"] = {**info, "status": "error", "error": str(e), "runs": runs}
         raise BuildError(f"rtlsim: the stitched simulation failed: {e}") from None
@@ -198,6 +200,13 @@ def step_rtlsim(model, build):
             es.update({f"synth_{k}": info["synth"]["totals"][k]
                        for k in ("lut", "ff", "dsp", "bram18")})
             es["synth_fits"] = info["synth"].get("fits")
+        if rc.gate_level:
+            gl = _gate_level(work, design, info["synth"], rc, ver, xs, idx, host)
+            info["gate_level"] = gl
+            rec["gate_level"] = {k: gl[k] for k in ("status", "images", "mismatches",
+                                                    "compile_seconds", "sim_seconds")}
+            if gl["status"] != "pass" and rec["status"] == "pass":
+                rec = {**gl["record"], "failed_with": "gate-level netlist", "runs": runs}
     ver.results[STAGE] = rec
     ver.save()
     info.update({"status": rec["status"], "performance": perf, "runs": runs,
@@ -214,6 +223,38 @@ def step_rtlsim(model, build):
     if rec["status"] != "pass":
         raise V.VerificationError(STAGE, rec)
     return model
+
+
+def _speed(st, xs, cycles: int) -> dict:
+    """Simulation speed: the images streamed back to back, repeated until ``cycles``."""
+    per_pass = st.run(xs)["cycles"]
+    reps = max(1, -(-int(cycles) // max(per_pass, 1)))
+    r = st.run(list(xs) * reps)
+    return {"cycles": r["cycles"], "seconds": round(r["wall_seconds"], 3),
+            "cycles_per_second": round(r["cycles"] / r["wall_seconds"])}
+
+
+def _gate_level(work, design, synth, rc, ver, xs, idx, host) -> dict:
+    """The synthesized netlist (yosys' Xilinx cell models: DSP48E1, LUTs, carry chains,
+    LUTRAM, FFs) simulated with Verilator on the first ``gate_level_images`` verification
+    images of each task, with random stalls: all outputs bit-exact vs the integer reference."""
+    from .flow import Stitched
+    from .synth import gate_level_files
+
+    sel = [k for k, i in enumerate(idx) if i in set(_select(ver, rc.gate_level_images))]
+    t = time.time()
+    with Stitched(work, design, rc.cache_dir, netlist=(
+            synth["dir"], gate_level_files(synth["dir"]))) as gst:
+        compile_s = time.time() - t
+        t = time.time()
+        r = gst.run([xs[k] for k in sel], stall=0.2, seed=rc.seed, max_idle=1_000_000)
+        acc = np.stack([np.concatenate([np.asarray(o[s.stream.tensor]).reshape(-1)
+                                        for s in gst.outs]) for o in r["outputs"]])
+    rec, _ = compare(ver, [idx[k] for k in sel], acc, host)
+    return {"status": rec["status"], "images": len(sel), "mismatches": rec["mismatches"],
+            "compile_seconds": round(compile_s, 1), "sim_seconds": round(time.time() - t, 1),
+            "cycles": r["cycles"], "cycles_per_second": round(r["cycles_per_second"] or 0),
+            "record": rec}
 
 
 def _perf(build, run, n) -> dict:

@@ -50,7 +50,7 @@ def _close_live():
         except Exception:
             pass
 
-DRIVER_VERSION = "8"
+DRIVER_VERSION = "9"
 _LOG_MAX = 1 << 16
 
 
@@ -189,10 +189,15 @@ static inline uint64_t rng_next(uint64_t& s) {  // xorshift64*
 }
 static inline double rng_u(uint64_t& s) { return (rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
 
-static void tick(Sim* s) {  // ap_clk2x (if any) follows ap_clk: no clock-pumped compute
+// ap_clk2x (if any) follows ap_clk: no clock-pumped compute.
+// rise(): the rising edge, evaluated; the clock is then set low but NOT evaluated: the
+// caller's next eval() (with the next cycle's inputs) takes the falling edge too. finn-rtllib
+// has no negedge logic, so one eval per half cycle is wasted work (a third of the time).
+static inline void rise(Sim* s) {
   s->top->ap_clk = 1; CLK2X(1) s->top->eval(); s->cycles++;
-  s->top->ap_clk = 0; CLK2X(0) s->top->eval();
+  s->top->ap_clk = 0; CLK2X(0)
 }
+static void tick(Sim* s) { rise(s); s->top->eval(); }
 
 extern "C" {
 const char* sim_info() { return INFO; }
@@ -302,7 +307,7 @@ int sim_run(void* h, const uint32_t* const* in_data, const long long* in_beats,
         any = true;
       }
     }
-    tick(s);
+    rise(s);
     for (int i = 0; i < NI; ++i) if (fi[i]) {
       if (in_ts && in_ts[i]) in_ts[i][pos[i]] = cyc;
       pos[i]++; valid[i] = 0;

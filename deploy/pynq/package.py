@@ -1,0 +1,343 @@
+"""HOST ONLY — ``make deploy-package CONFIG=build_configs/X.yaml``: one archive per build.
+
+``python -m deploy.pynq.package --config X.yaml [--build-dir DIR] [--out-dir build/deploy]``
+writes ``<out-dir>/<name>.tar.gz`` (temp name, then renamed) holding ``<name>/``:
+
+- ``metadata.json``: host ops, tasks (slices, class names, how training prepared their
+  images), model input, the DMA tensors (FINN datatype, normal/folded/packed shape, stream
+  width, IODMA name, as FINN's driver generator computes them), performance figures;
+- ``bitfile/<name>.bit`` + ``.hwh`` when the build has them (a Vivado build); otherwise
+  ``metadata.bitfile`` is null and both READMEs say so;
+- ``deploy/pynq/``: the runtime (numpy + pynq on the board; ``sim_overlay.py`` is host only);
+- ``samples/<task>/*.png``: real test images of every task (the build's verification images,
+  native channels) and ``samples/expected.json``: their expected accumulators, logits and
+  labels from the build's python golden (``verification/stage_folded.npz``);
+- ``README.md``: the short board README (``docs/board_guide.md`` is the full guide).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import sys
+import tarfile
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from . import images as I
+from .runtime import FORMAT, DeployError
+from .sim_overlay import partition_model_path, sha256
+
+HERE = Path(__file__).resolve().parent
+HOST_ONLY = ("package.py",)  # not shipped
+
+
+def _dma_tensor(model, tensor: str, first: bool, name: str) -> dict:
+    """FINN driver shapes of a partition input/output (as ``finn.util.basic.get_driver_shapes``:
+    folded shape of the first/last node, packed shape of a dummy tensor)."""
+    from qonnx.custom_op.registry import getCustomOp
+    from qonnx.util.basic import gen_finn_dt_tensor
+
+    from finn.util.data_packing import finnpy_to_packed_bytearray
+
+    node = model.find_consumer(tensor) if first else model.find_producer(tensor)
+    inst = getCustomOp(node)
+    folded = inst.get_folded_input_shape() if first else inst.get_folded_output_shape()
+    width = inst.get_instream_width_padded() if first else inst.get_outstream_width_padded()
+    dt = model.get_tensor_datatype(tensor)
+    packed = finnpy_to_packed_bytearray(gen_finn_dt_tensor(dt, folded), dt).shape
+    if packed[-1] * 8 != int(width):
+        raise DeployError(f"{tensor}: packed beat of {packed[-1]} bytes != stream width {width}")
+    return {"name": name, "tensor": tensor, "dtype": dt.name,
+            "shape_normal": [int(d) for d in model.get_tensor_shape(tensor)],
+            "shape_folded": [int(d) for d in folded], "shape_packed": [int(d) for d in packed],
+            "stream_width": int(width), "bytes_per_image": int(np.prod(packed[1:]))}
+
+
+def check_zynq_shell(build_dir: Path, dma: dict):
+    """When the build has FINN's Zynq shell (``bitstream/zynq_parent.onnx``: IODMAs inserted
+    and partitioned by finn_build's bitstream flow), the DMA tensors must be what FINN's own
+    driver generator (``get_driver_shapes``) reads from it; takes the IODMA instance names
+    from it once Vivado has named them. -> the file checked, or None."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from finn.util.basic import get_driver_shapes
+
+    p = Path(build_dir) / "bitstream" / "zynq_parent.onnx"
+    if not p.is_file():
+        return None
+    ds = get_driver_shapes(ModelWrapper(str(p)))
+    for key, side in (("i", "input"), ("o", "output")):
+        d = dma[side]
+        want = {"dtype": ds[f"{key}dt"][0].split("'")[1],
+                "shape_normal": list(ds[f"{key}shape_normal"][0]),
+                "shape_folded": list(ds[f"{key}shape_folded"][0]),
+                "shape_packed": list(ds[f"{key}shape_packed"][0])}
+        got = {k: d[k] for k in want}
+        if got != want:
+            raise DeployError(f"{side} DMA tensor {got} differs from FINN's Zynq shell {p} "
+                              f"{want}; rebuild the bitstream from this build")
+        name = ds[f"{key}dma_names"][0]
+        if name:
+            d["name"] = name
+    return str(p)
+
+
+def find_bitfile(build_dir: Path):
+    """The build's .bit (FINN's Zynq flow: ``bitstream/bitfile/finn-accel.bit``), or None."""
+    for d in ("bitstream/bitfile", "bitfile"):
+        found = sorted((Path(build_dir) / d).glob("*.bit"))
+        if found:
+            return found[0]
+    return None
+
+
+def make_metadata(build_dir: Path, cfg) -> dict:
+    from finn_build.finn_env import ensure_finn_env
+
+    ensure_finn_env()
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from brevitas_models.tasks import get_task
+
+    b = Path(build_dir)
+    onnx = partition_model_path(b)
+    host = json.loads((b / "host_ops.json").read_text())
+    meta = json.loads((b / "model" / "model.meta.json").read_text())
+    rep = json.loads((b / "build_report.json").read_text())
+    with warnings.catch_warnings():  # brevitas warns about an optional package at import
+        warnings.simplefilter("ignore")
+        from finn_build.steps import STEP_NAMES
+
+    failed = rep.get("failed_step")
+    if rep.get("status") != "ok" and (failed is None or failed in STEP_NAMES):
+        # (a failed step of the later bitstream flow leaves the dataflow build usable)
+        raise DeployError(f"{b}: the build did not finish (status {rep.get('status')!r}, failed "
+                          f"step {failed!r}); fix and rerun `make build`")
+    model = ModelWrapper(str(onnx))
+    if len(model.graph.input) != 1 or len(model.graph.output) != 1:
+        raise DeployError("the runtime drives one input and one output DMA; the partition has "
+                          f"{len(model.graph.input)} inputs, {len(model.graph.output)} outputs")
+    tasks = []
+    for t in meta["tasks"]:
+        spec = get_task(t["name"])
+        tasks.append({"name": t["name"], "classes": list(t["classes"]), "slice": t["slice"],
+                      "negative_class": t.get("negative_class"),
+                      "native_channels": spec.channels, "source_format": spec.fmt,
+                      "native_size": spec.size})
+    bit = find_bitfile(b)
+    es = rep.get("estimates", {})
+    dma = {"input": _dma_tensor(model, model.graph.input[0].name, True, "idma0"),
+           "output": _dma_tensor(model, model.graph.output[0].name, False, "odma0"),
+           "registers": {"ctrl": 0x00, "addr_lo": 0x10, "addr_hi": 0x14, "reps": 0x1C}}
+    dma["checked_against_zynq_shell"] = check_zynq_shell(b, dma)
+    return {
+        "format": FORMAT, "name": cfg.name, "board": cfg.board, "fpga_part": cfg.fpga_part,
+        "clock_mhz": cfg.clock_mhz, "platform": "zynq-iodma",
+        "bitfile": f"bitfile/{cfg.name}.bit" if bit else None,
+        "hwh": f"bitfile/{cfg.name}.hwh" if bit else None,
+        "bitfile_note": None if bit else (
+            "this build was compiled and verified without Vivado (FINN all-RTL dataflow, "
+            "Verilator RTL simulation); FINN's Zynq build with Vivado makes the .bit/.hwh"),
+        "input": {"size": int(meta["input"]["size"]), "channels": int(meta["input"]["channels"]),
+                  "dtype": "UINT8", "layout": "HxWxC uint8 pixels 0..255 -> NCHW float32 -> "
+                                              "host pre ops -> input DMA"},
+        "tasks": tasks, "num_outputs": int(meta["num_outputs"]),
+        "host_ops": {"pre": host["pre"], "post": host["post"]},
+        "dma": dma,
+        "performance": {k: es.get(k) for k in (
+            "max_cycles", "est_fps", "est_latency_us", "bottleneck", "rtlsim_cycles_per_image",
+            "rtlsim_fps", "rtlsim_latency_us") if k in es},
+        "build": {"dir": str(b.resolve()), "partition": onnx.name,
+                  "partition_sha256": sha256(onnx)},
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def make_samples(build_dir: Path, cfg, md: dict, per_task: int, root, data_dir=None) -> dict:
+    """Write ``samples/<task>/*.png`` under ``root`` -> the expected.json dict."""
+    from PIL import Image
+
+    from finn_build.data import load_images
+
+    b = Path(build_dir)
+    res = json.loads((b / "verification" / "results.json").read_text())
+    info = res["images"]
+    inputs = np.load(b / "verification" / "inputs.npz")["x"]  # NCHW float32
+    gold = np.load(b / "verification" / "stage_folded.npz")
+    rtl = b / "verification" / "stage_rtlsim.npz"
+    rtl = np.load(rtl) if rtl.exists() else None
+    size, ch = md["input"]["size"], md["input"]["channels"]
+    v = cfg.verify
+    out = {"source": "the build's python golden: verification/stage_folded.npz (folded "
+                     "dataflow partition, FINN python execution, + host ops)",
+           "checked_against_rtlsim": rtl is not None, "images": []}
+    for t in md["tasks"]:
+        idx = [i for i, d in enumerate(info) if d["task"] == t["name"]]
+        nat_size = t["native_size"] if t["source_format"] == "npz" else size
+        nat, labels, _ = load_images(t["name"], v.split, v.images_per_task, nat_size,
+                                     t["native_channels"], data_dir or v.data_root, seed=v.seed)
+        if len(nat) != len(idx):
+            raise DeployError(f"{t['name']}: {len(nat)} images from the data set, {len(idx)} in "
+                              "the build's verification set; package with the build's data")
+        (root / "samples" / t["name"]).mkdir(parents=True, exist_ok=True)
+        for j, i in enumerate(idx[:per_task]):
+            lab = int(labels[j])
+            if lab != info[i]["label"]:
+                raise DeployError(f"{t['name']} image {j}: label {lab} != verification label "
+                                  f"{info[i]['label']}; package with the build's data")
+            rel = f"samples/{t['name']}/{j:02d}_{t['classes'][lab].replace(' ', '_')}.png"
+            a = nat[j]
+            Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(root / rel)
+            want = inputs[i].transpose(1, 2, 0)
+            got = I.from_file(root / rel, t, size, ch)
+            if not np.array_equal(got, want):
+                raise DeployError(f"{rel}: the runtime's preprocessing differs from the build's "
+                                  "verification input (data set changed since the build?)")
+            acc = gold["acc"][i]
+            if rtl is not None and i in list(rtl["images"]):
+                k = list(rtl["images"]).index(i)
+                if not np.array_equal(rtl["acc"][k], acc):
+                    raise DeployError(f"{rel}: rtlsim and python golden differ in the build")
+            lg = gold["logits"][i].astype(np.float32)
+            a0, a1 = t["slice"]
+            k = int(np.argmax(lg[a0:a1]))
+            out["images"].append({
+                "file": rel, "task": t["name"], "true_label": t["classes"][lab],
+                "true_label_index": lab, "verification_index": int(i),
+                "expected": {"label": t["classes"][k], "label_index": k,
+                             "acc": [int(x) for x in acc],
+                             "logits": [float(x) for x in lg]}})
+    return out
+
+
+def board_readme(md: dict, samples: dict) -> str:
+    gray = {1: "gray", 3: "RGB"}
+    tasks = "\n".join(f"| `{t['name']}` | {', '.join(t['classes'])} | "
+                      f"{gray[t['native_channels']]} |" for t in md["tasks"])
+    perf = "\n".join(f"- `{k}`: {v}" for k, v in md.get("performance", {}).items())
+    n = md["name"]
+    if md["bitfile"]:
+        bit = f"`{md['bitfile']}` and `{md['hwh']}` (PYNQ needs both)."
+    else:
+        bit = (f"**not in this package**: {md['bitfile_note']}. Put FINN's `.bit` and `.hwh` "
+               f"into `bitfile/` as `{n}.bit` / `{n}.hwh` and set `\"bitfile\": "
+               f"\"bitfile/{n}.bit\"` and `\"hwh\": \"bitfile/{n}.hwh\"` in `metadata.json`.")
+    first = md["tasks"][0]["name"]
+    size, ch = md["input"]["size"], md["input"]["channels"]
+    cli = "python3 -m deploy.pynq.cli"
+    dmas = f"`{md['dma']['input']['name']}` / `{md['dma']['output']['name']}`"
+    return f"""# {n}: medfpga deploy package for {md['board']} ({md['fpga_part']})
+
+Multi-task classifier: {size}x{size} {gray[ch]} input, FINN all-RTL dataflow at
+{md['clock_mhz']} MHz behind FINN's IODMAs {dmas}.
+
+Bitfile: {bit}
+
+| task | classes | images as trained |
+|---|---|---|
+{tasks}
+
+## On the board (PYNQ 3.x image, Python 3.10)
+
+PYNQ programs the FPGA only as root, from its virtual environment: `sudo -i`, then
+`source /etc/profile.d/pynq_venv.sh` (root's login shell usually does this already).
+
+```sh
+cd {n}
+{cli} info
+{cli} selftest        # the {len(samples['images'])} packaged test images vs their expected outputs
+{cli} classify samples/{first} --task {first} --format csv
+{cli} classify /path/to/folder --task {first} --out results.json
+{cli} throughput --batch-size 1000
+```
+
+Inputs: image files (PNG/JPEG/BMP/TIFF: decoded, resized and channel-converted exactly as in
+training) or `.npy` uint8 arrays already at the model input ({size}x{size}x{ch}). Errors are
+one line (`error: ...`, exit code 2) naming the problem and the fix.
+
+Build figures (FINN estimate; `rtlsim_*`: Verilator simulation of the RTL; dataflow only,
+without DMA and host costs):
+
+{perf}
+
+## On a host, without the board (board and Vivado faked, the RTL simulated)
+
+From this directory, with the medfpga project venv (FINN, Verilator) and the build directory:
+
+```sh
+/path/to/medfpga/.venv/bin/python -m deploy.pynq.cli selftest --simulate-build {md['build']['dir']}
+```
+
+Full guide: `docs/board_guide.md` in the medfpga repository.
+"""
+
+
+def build_package(build_dir, cfg, out_dir, per_task: int = 4, data_dir=None) -> Path:
+    """-> path of ``<out_dir>/<name>.tar.gz`` (written to a temp name, then renamed)."""
+    b = Path(build_dir)
+    for need in ("host_ops.json", "model/model.meta.json", "build_report.json",
+                 "verification/stage_folded.npz", "verification/inputs.npz", "config.yaml"):
+        if not (b / need).exists():
+            raise DeployError(f"{b / need} not found: not a finished FINN build; run "
+                              f"`make build CONFIG=...` first")
+    md = make_metadata(b, cfg)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".stage-") as tmp:
+        root = Path(tmp) / cfg.name
+        (root / "deploy" / "pynq").mkdir(parents=True)
+        (root / "deploy" / "__init__.py").write_text("")
+        for f in sorted(HERE.glob("*.py")):
+            if f.name not in HOST_ONLY:
+                (root / "deploy" / "pynq" / f.name).write_bytes(f.read_bytes())
+        samples = make_samples(b, cfg, md, per_task, root, data_dir)
+        (root / "samples" / "expected.json").write_text(json.dumps(samples, indent=1))
+        if md["bitfile"]:
+            (root / "bitfile").mkdir()
+            bit = find_bitfile(b)
+            (root / md["bitfile"]).write_bytes(bit.read_bytes())
+            hwh = bit.with_suffix(".hwh")
+            if not hwh.exists():
+                raise DeployError(f"{hwh} not found next to {bit}: PYNQ needs both")
+            (root / md["hwh"]).write_bytes(hwh.read_bytes())
+        (root / "metadata.json").write_text(json.dumps(md, indent=1))
+        (root / "README.md").write_text(board_readme(md, samples))
+        final = out_dir / f"{cfg.name}.tar.gz"
+        part = Path(tmp) / (final.name + ".part")
+        with tarfile.open(part, "w:gz") as tar:
+            tar.add(root, arcname=cfg.name)
+        os.replace(part, final)
+    return final
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m deploy.pynq.package", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, help="the build config (build_configs/X.yaml, "
+                    "or a build's config.yaml snapshot)")
+    ap.add_argument("--build-dir", help="default: the config's output_dir")
+    ap.add_argument("--out-dir", default="build/deploy")
+    ap.add_argument("--images-per-task", type=int, default=4)
+    ap.add_argument("--data-dir", help="data root (default: the build's, $MEDFPGA_DATA, "
+                    "../shared/data)")
+    a = ap.parse_args(argv)
+    from finn_build.config import BuildConfigError, load_build_config
+
+    try:
+        cfg = load_build_config(a.config)
+        path = build_package(a.build_dir or cfg.out_dir, cfg, a.out_dir, a.images_per_task,
+                             a.data_dir)
+    except (DeployError, BuildConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
