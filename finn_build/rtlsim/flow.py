@@ -43,16 +43,24 @@ def golden_context(model, inputs: list) -> list:
 # ----------------------------------------------------------------------------- nodes
 
 def simulate_nodes(model, design: HDLDesign, ctxs: list, cache_dir=None, nodes=None,
-                   stall: float = 0.0, seed: int = 0, log=None) -> dict:
+                   stall: float = 0.0, seed: int = 0, log=None, netlist=None,
+                   top: str = "finn_nodes") -> dict:
     """Each node (or the listed ones) simulated alone on the golden inputs of ``ctxs``
-    (all images back to back), compared with the golden outputs.
+    (all images back to back), compared with the golden outputs. ``netlist``: (directory,
+    [files]) of a synthesized netlist of ``nodes_top(design, top, nodes)`` to simulate
+    instead of the RTL (gate-level).
     -> {"build": {...}, "nodes": [{node, op_type, status, mismatches, cycles, ...}]}"""
     t0 = time.time()
-    text, streams = nodes_top(design, "finn_nodes", nodes)
-    b = build_library(design.src_dir, design.files, "finn_nodes", text, streams, cache_dir,
-                      log=log)
+    text, streams = nodes_top(design, top, nodes)
+    if netlist is not None:
+        wd, files = netlist
+        b = build_library(wd, files, top, None, streams, cache_dir, log=log,
+                          key_extra="gate-level")
+    else:
+        wd = design.src_dir
+        b = build_library(wd, design.files, top, text, streams, cache_dir, log=log)
     recs = []
-    with Sim(b["lib"], design.src_dir) as sim:
+    with Sim(b["lib"], wd) as sim:
         for inst in design.instances:
             if nodes is not None and inst.node not in nodes:
                 continue
