@@ -359,17 +359,9 @@ def stratified_split(labels, val_fraction: float = 0.1, seed: int = 0):
 
 # --------------------------------------------------------------------------- conversion
 
-def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
-    """uint8 NHWC -> ``channels``: gray->RGB replicates, RGB->gray is ITU-R 601 luma (rounded)."""
-    c = images.shape[-1]
-    if c == channels:
-        return images
-    if c == 1 and channels == 3:
-        return np.repeat(images, 3, axis=-1)
-    if c == 3 and channels == 1:
-        luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-        return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
-    raise ValueError(f"cannot convert {c} channels to {channels}")
+# uint8 (N)HWC -> ``channels``: gray->RGB replicates, RGB->gray is ITU-R 601 luma (rounded).
+# One implementation, the board runtime's: the board must prepare images exactly as training.
+from deploy.pynq.images import to_channels  # noqa: E402,F401
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
