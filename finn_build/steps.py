@@ -55,7 +55,10 @@ class NotAllRTLError(BuildError):
         self.offending = offending
         lines = "\n".join(f"  - {o['name']} ({o['op_type']}, backend: {o['backend']})"
                           for o in offending)
-        super().__init__(f"{msg}\n{lines}")
+        super().__init__(f"{msg}\n{lines}\nFix: change the model (e.g. strided convolutions "
+                         "instead of pooling), or set allow_hls: true and build with Vivado + "
+                         "Vitis HLS (make build-bitstream); the Vivado-free RTL simulation "
+                         "covers RTL nodes only.")
 
 
 class DoesNotFitError(BuildError):
