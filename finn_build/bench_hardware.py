@@ -140,16 +140,16 @@ def main(argv=None) -> int:
                       f" ({r['build_seconds']}s)", flush=True)
     command = " ".join([Path(sys.executable).name, "-m", "finn_build.bench_hardware",
                         *(argv if argv is not None else sys.argv[1:])])
-    if args.update and Path(args.out).exists():
-        old = json.loads(Path(args.out).read_text())
-        done = {(r["model"], r["w_bits"], r["a_bits"], r["board"]) for r in records}
-        kept = [dict(r, git_commit=r.get("git_commit", old["git_commit"])) for r in old["records"]
-                if (r["model"], r["w_bits"], r["a_bits"], r["board"]) not in done]
+    if args.update:
+        from finn_build.report import keep_other_records
+
+        records, command = keep_other_records(
+            args.out, records, lambda r: (r["model"], r["w_bits"], r["a_bits"], r["board"]),
+            command)
         order = {m: i for i, m in enumerate(MODELS)}
-        records = sorted(kept + records, key=lambda r: (order[r["model"]], -r["w_bits"],
-                                                        args.boards.index(r["board"])
-                                                        if r["board"] in args.boards else 9))
-        command = f"{old['command']}; {command}"
+        records.sort(key=lambda r: (order[r["model"]], -r["w_bits"],
+                                    args.boards.index(r["board"]) if r["board"] in args.boards
+                                    else 9))
     out = {"git_commit": _git_commit(),
            "date": dt.datetime.now().isoformat(timespec="seconds"),
            "command": command,

@@ -110,6 +110,7 @@ def main(argv=None) -> int:
 
     from .config import load_build_config
     from .pipeline import _git_commit, run_build
+    from .report import keep_other_records
     from .verify import VerificationError
 
     records, t_all = [], time.time()
@@ -138,12 +139,8 @@ def main(argv=None) -> int:
               f" yosys={r['yosys']} gate_level={r['gate_level_bit_exact']}", flush=True)
     command = " ".join([Path(sys.executable).name, "-m", "finn_build.bench_rtlsim",
                         *(argv if argv is not None else sys.argv[1:])])
-    if args.update and Path(args.out).exists():
-        old = json.loads(Path(args.out).read_text())
-        done = {r["model"] for r in records}
-        records = [dict(r, git_commit=r.get("git_commit", old["git_commit"]))
-                   for r in old["records"] if r["model"] not in done] + records
-        command = f"{old['command']}; {command}"
+    if args.update:
+        records, command = keep_other_records(args.out, records, lambda r: r["model"], command)
     out = {"git_commit": _git_commit(), "date": dt.datetime.now().isoformat(timespec="seconds"),
            "command": command,
            "total_seconds": round(time.time() - t_all, 1),

@@ -115,3 +115,19 @@ def write_reports(build, model) -> dict:
     (build.out / "build_report.json").write_text(json.dumps(report, indent=1, default=str))
     (build.out / "build_report.md").write_text(_md(report))
     return report
+
+
+def keep_other_records(out_path, records: list, key, command: str):
+    """Benchmarks' ``--update``: the records of ``out_path`` whose ``key(record)`` was not
+    run now (each keeping the commit it ran at), then the new ones; the commands joined.
+    -> (records, command)"""
+    from pathlib import Path
+
+    if not Path(out_path).exists():
+        return records, command
+    old = json.loads(Path(out_path).read_text())
+    done = {key(r) for r in records}
+    kept = [dict(r, git_commit=r.get("git_commit", old["git_commit"]))
+            for r in old["records"] if key(r) not in done]
+    return kept + records, f"{old['command']}; {command}"
+
