@@ -65,7 +65,7 @@ def _conv(x, w, b, attrs):
 _BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
 
 
-def run(model, x: np.ndarray, flips=(), context: dict | None = None):
+def run(model, x: np.ndarray, flips=()):
     """Execute ``model`` (a cleaned QONNX ModelWrapper) on one input in float64, with the
     activation elements ``flips`` ((node index, flat index) pairs) rounded the other way.
     -> (graph output 0 flattened, [(distance, node index, flat index)]: the candidates)."""
@@ -129,8 +129,6 @@ def run(model, x: np.ndarray, flips=(), context: dict | None = None):
                 f"float64 reference: op {op} ({node.name}) is not implemented in "
                 "finn_build/float64_ref.py")
         ctx[node.output[0]] = y
-    if context is not None:
-        context.update(ctx)
     return ctx[g.output[0].name].reshape(-1), sorted(near)
 
 
