@@ -121,14 +121,23 @@ def _finn_tmp(build, step: str):
         s.finn_build_dir = old
 
 
-def _tool_env():
+_RTLLIB: dict = {}
+
+
+def _tool_env(build):
     """The environment FINN's CLI (run_finn.prepare_finn) sets up for a hardware build:
     the generated TCL reads $::env(FINN_RTLLIB); Vivado's TclStore wants
-    XILINX_LOCAL_USER_DATA=no; subprocesses (xelab, vitis_hls) need the Xilinx libraries."""
+    XILINX_LOCAL_USER_DATA=no; subprocesses (xelab, vitis_hls) need the Xilinx libraries.
+    finn-rtllib is our fixed-up copy (``bitstream/finn-rtllib``): Vivado gets the RTL that
+    Verilator simulated and yosys synthesized."""
     from finn.interface.run_finn import prepend_ld_library_paths, xilinx_ld_library_paths
     from finn.util.settings import get_settings
 
+    from .rtlsim.fixups import fixed_rtllib
+
     s = get_settings()
+    orig = _RTLLIB.setdefault("installed", Path(s.finn_rtllib))  # before any step moved it
+    s.finn_rtllib = fixed_rtllib(orig, (_bdir(build) / "finn-rtllib").absolute())
     os.environ["FINN_RTLLIB"] = str(s.finn_rtllib)
     os.environ["FINN_CUSTOM_HLS"] = str(s.finn_custom_hls)
     os.environ.setdefault("XILINX_LOCAL_USER_DATA", "no")
@@ -363,7 +372,7 @@ def step_zynq_codegen(model, build):
     parent = ModelWrapper(str(bd / "zynq_shell.onnx"))
     kdir = _fresh(bd / "kernels")
     sdir = _fresh(bd / "scripts")
-    _tool_env()
+    _tool_env(build)
     n_rtl, hls, stitched = 0, [], []
     with _finn_tmp(build, "zynq_codegen") as tmp:
         for sdp, k, _ in _kernels(parent, bd / "kernel_partitions"):
@@ -449,7 +458,7 @@ def step_zynq_hls_ipgen(model, build):
     from finn.transformation.fpgadataflow.hlssynth_ip import HLSSynthIP
 
     require_tools(build, "zynq_hls_ipgen")
-    _tool_env()
+    _tool_env(build)
     if not _codegen_is_current(build):  # e.g. resumed where FINN_DEPS now is elsewhere
         log.warning("zynq_codegen output is for another environment: generating it again")
         step_zynq_codegen(model, build)
@@ -490,7 +499,7 @@ def step_zynq_stitch(model, build):
     from finn.transformation.fpgadataflow.create_stitched_ip import CreateStitchedIP
 
     require_tools(build, "zynq_stitch")
-    _tool_env()
+    _tool_env(build)
     parent = ModelWrapper(str(_bdir(build) / "zynq_parent.onnx"))
     dataflow = []
     with _finn_tmp(build, "zynq_stitch"):
@@ -524,7 +533,7 @@ def step_zynq_bitfile(model, build):
     from finn.transformation.fpgadataflow.make_zynq_proj import MakeZYNQProject
 
     require_tools(build, "zynq_bitfile")
-    _tool_env()
+    _tool_env(build)
     fcfg = _finn_cfg(build)
     bd = _bdir(build)
     parent = ModelWrapper(str(bd / "zynq_parent.onnx"))

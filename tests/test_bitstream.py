@@ -127,6 +127,12 @@ def test_vivado_free_artifacts_are_finns_generated_code(built):
     for n in df.graph.node:
         assert f"create_bd_cell -type module -reference {n.name} {n.name}" in tcl or \
             f"create_bd_cell -type hier {n.name}" in tcl, n.name
+    # Vivado gets the finn-rtllib that Verilator and yosys saw: our fixed-up copy
+    lib = (bd / "finn-rtllib").absolute()
+    rtl = [ln.split()[-1] for ln in tcl.splitlines()
+           if ln.startswith("add_files") and ln.endswith(".sv")]
+    assert rtl and all(f.startswith(str(lib)) for f in rtl), rtl
+    assert "[finn_build fix-up add_multi.leaf_load]" in (lib / "mvu" / "add_multi.sv").read_text()
     state = json.loads((bd / "bitstream.json").read_text())
     assert state["platform"] == "Pynq-Z1" and state["part"] == PART
     assert len(state["hls_nodes"]) == 2 and state["stitch_scripts"] == [df_name]

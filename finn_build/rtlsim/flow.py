@@ -103,10 +103,11 @@ class Stitched:
     """The stitched partition compiled and loaded (reuse it for several runs)."""
 
     def __init__(self, model, design: HDLDesign, cache_dir=None, log=None,
-                 fifo_gauge: bool = False, top: str = "finn_stitched"):
+                 fifo_gauge: bool = False, top: str = "finn_stitched", netlist=None):
         """``fifo_gauge``: FINN's simulation FIFOs (``FINN_SIMULATION``: unbounded
         ``fifo_gauge`` instead of ``fifo``), their ``maxcount`` readable as probes.
-        (Gate-level simulation is node by node: ``simulate_nodes(..., netlist=...)``.)"""
+        ``netlist``: (directory, [files]) of a synthesized netlist of the same top (same
+        ports) to simulate instead of the RTL (gate-level)."""
         self.model = model
         self.design = design
         self.probes = []
@@ -115,10 +116,16 @@ class Stitched:
             self.text, self.streams, self.probes = stitched_top(design, model, top, True)
         else:
             self.text, self.streams = stitched_top(design, model, top)
-        self.build = build_library(design.src_dir, design.files, top, self.text,
-                                   self.streams, cache_dir, log=log, probes=self.probes,
-                                   defines=("FINN_SIMULATION",) if fifo_gauge else ())
-        self.sim = Sim(self.build["lib"], design.src_dir)
+        if netlist is not None:
+            ndir, nfiles = netlist
+            self.build = build_library(ndir, nfiles, top, None, self.streams, cache_dir,
+                                       log=log, key_extra="gate-level")
+            self.sim = Sim(self.build["lib"], ndir)
+        else:
+            self.build = build_library(design.src_dir, design.files, top, self.text,
+                                       self.streams, cache_dir, log=log, probes=self.probes,
+                                       defines=("FINN_SIMULATION",) if fifo_gauge else ())
+            self.sim = Sim(self.build["lib"], design.src_dir)
         self.ins = [s for s in self.streams if s.direction == "in"]
         self.outs = [s for s in self.streams if s.direction == "out"]
 

