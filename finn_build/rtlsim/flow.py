@@ -18,7 +18,7 @@ import numpy as np
 from . import packing as P
 from .hdl import HDLDesign, generate_hdl
 from .stitch import nodes_top, stitched_top
-from .verilator import Sim, build_library
+from .verilator import NETLIST_CXX_OPT, Sim, build_library
 
 
 def prepare(model, workdir, fpgapart: str, clk_ns: float) -> HDLDesign:
@@ -55,7 +55,7 @@ def simulate_nodes(model, design: HDLDesign, ctxs: list, cache_dir=None, nodes=N
     if netlist is not None:
         wd, files = netlist
         b = build_library(wd, files, top, None, streams, cache_dir, log=log,
-                          key_extra="gate-level")
+                          key_extra="gate-level", opt=NETLIST_CXX_OPT)
     else:
         wd = design.src_dir
         b = build_library(wd, design.files, top, text, streams, cache_dir, log=log)
@@ -119,7 +119,7 @@ class Stitched:
         if netlist is not None:
             ndir, nfiles = netlist
             self.build = build_library(ndir, nfiles, top, None, self.streams, cache_dir,
-                                       log=log, key_extra="gate-level")
+                                       log=log, key_extra="gate-level", opt=NETLIST_CXX_OPT)
             self.sim = Sim(self.build["lib"], ndir)
         else:
             self.build = build_library(design.src_dir, design.files, top, self.text,

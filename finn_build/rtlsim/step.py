@@ -50,6 +50,12 @@ def _select(verifier, per_task):
     return idx
 
 
+def _stack_outputs(outputs: list, tensors: list) -> np.ndarray:
+    """Per image {tensor: array} -> [images, all outputs] (graph outputs concatenated)."""
+    return np.stack([np.concatenate([np.asarray(o[t]).reshape(-1) for t in tensors])
+                     for o in outputs])
+
+
 def compare(verifier, idx, acc, host, extra=None) -> dict:
     """Integer-exact comparison of ``acc`` (images ``idx``) with the reference accumulators
     (all outputs), in the same record format as ``Verifier.check``."""
@@ -129,8 +135,7 @@ def step_rtlsim(model, build):
         for k, p in enumerate(stalls):
             t = time.time()
             r = st.run(xs, stall=p, seed=rc.seed)
-            acc = np.stack([np.concatenate([np.asarray(o[s.stream.tensor]).reshape(-1)
-                                            for s in st.outs]) for o in r["outputs"]])
+            acc = _stack_outputs(r["outputs"], [s.stream.tensor for s in st.outs])
             run = {"stall": p, "seed": rc.seed, "cycles": r["cycles"],
                    "latency_cycles": r["latency_cycles"],
                    "interval_cycles": r["interval_cycles"],
@@ -178,9 +183,7 @@ def step_rtlsim(model, build):
                         fpgapart=cfg.fpga_part, clk_ns=cfg.clk_period_ns)
         sized = fs.get("sized")
         if sized:
-            acc = np.stack([np.concatenate([np.asarray(o[t]).reshape(-1)
-                                            for t in [x.name for x in work.graph.output]])
-                            for o in sized.pop("outputs")])
+            acc = _stack_outputs(sized.pop("outputs"), [x.name for x in work.graph.output])
             srec, _ = compare(ver, idx, acc, host)
             sized["status"], sized["mismatches"] = srec["status"], srec["mismatches"]
             if srec["status"] != "pass" and rec["status"] == "pass":
@@ -310,9 +313,7 @@ def _gate_level_stitched(work, design, board, rc, xs, out_dir, ver, idx, host) -
                   netlist=(syn["dir"], gate_level_files(syn["dir"]))) as st:
         compile_s = st.build["seconds"]
         r = st.run(xs, stall=0.2, seed=rc.seed)
-        outs = [s.stream.tensor for s in st.outs]
-    acc = np.stack([np.concatenate([np.asarray(o[t_]).reshape(-1) for t_ in outs])
-                    for o in r["outputs"]])
+        acc = _stack_outputs(r["outputs"], [s.stream.tensor for s in st.outs])
     crec, _ = compare(ver, idx, acc, host)
     node = f"{top} (whole partition, {len(design.instances)} nodes)"
     return {"scope": "stitched", "status": crec["status"], "images": len(xs),

@@ -342,6 +342,8 @@ VERILATOR_FLAGS = ["--cc", "--exe", "--build", "--no-timing", "-Wno-fatal", "-Wn
 # OPT_FAST (the per-cycle model code): Verilator's default is -Os. FINN_BUILD_RTLSIM_OPT
 # overrides it (e.g. -O0: about 40% faster compile, ~20x slower simulation; the tests use it).
 CXX_OPT = "-O1"
+# gate-level netlists: megabytes of C++ simulated for a few thousand cycles, compile dominates
+NETLIST_CXX_OPT = "-O0"
 
 
 def cxx_opt() -> str:
@@ -357,7 +359,7 @@ def default_cache_dir() -> Path:
 
 def build_library(src_dir, files, top: str, top_text: str | None, streams=None,
                   cache_dir=None, defines=(), jobs: int = 1, log=None, probes=(),
-                  key_extra: str = "") -> dict:
+                  key_extra: str = "", opt: str | None = None) -> dict:
     """Compile ``top`` + ``files`` (basenames in ``src_dir``; ``top_text``, if given, is
     written as ``<top>.sv``) with the generated driver into a shared library.
 
@@ -365,6 +367,7 @@ def build_library(src_dir, files, top: str, top_text: str | None, streams=None,
     the top's ports (``X_TDATA/X_TVALID/X_TREADY``) from the Verilator-generated header.
     Two phases: Verilator generates C++ (which tells the exact port widths), the driver is
     generated and checked against them, then make (one job) builds the library.
+    ``opt``: C++ optimization of the model code (default ``cxx_opt()``).
     -> {"lib", "hash", "cached", "seconds", "dir"}"""
     src_dir = Path(src_dir)
     cache_dir = Path(cache_dir or default_cache_dir())
@@ -372,7 +375,7 @@ def build_library(src_dir, files, top: str, top_text: str | None, streams=None,
         streams = dstreams(streams)
     flags = VERILATOR_FLAGS + [f"+define+{d}" for d in defines]
     h = hashlib.sha256()
-    opt = cxx_opt()
+    opt = opt or cxx_opt()
     for part in (DRIVER_VERSION, tools.verilator_version(), " ".join(flags), opt, top,
                  top_text or "", json.dumps([vars(x) for x in streams] if streams else None),
                  json.dumps(list(probes)), key_extra):
