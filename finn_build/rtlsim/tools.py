@@ -100,8 +100,9 @@ def yosys_cmd() -> list[str]:
 
 
 def run(cmd, cwd=None, env=None, timeout=None, what="command") -> subprocess.CompletedProcess:
+    # errors="replace": tool messages may quote netlist bytes that are not UTF-8
     r = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True,
-                       text=True, timeout=timeout)
+                       text=True, errors="replace", timeout=timeout)
     if r.returncode != 0:
         tail = (r.stdout[-3000:] + "\n" + r.stderr[-6000:]).strip()
         raise RuntimeError(f"{what} failed (exit {r.returncode}): {' '.join(map(str, cmd))[:400]}"

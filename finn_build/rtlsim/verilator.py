@@ -368,7 +368,8 @@ def build_library(src_dir, files, top: str, top_text: str | None, streams=None,
     Two phases: Verilator generates C++ (which tells the exact port widths), the driver is
     generated and checked against them, then make (one job) builds the library.
     ``opt``: C++ optimization of the model code (default ``cxx_opt()``).
-    -> {"lib", "hash", "cached", "seconds", "dir"}"""
+    -> {"lib", "hash", "cached", "seconds" (this call), "build_seconds" (of the library,
+    also when cached), "dir"}"""
     src_dir = Path(src_dir)
     cache_dir = Path(cache_dir or default_cache_dir())
     if streams is not None and streams and not isinstance(streams[0], DStream):
@@ -388,7 +389,9 @@ def build_library(src_dir, files, top: str, top_text: str | None, streams=None,
     d = cache_dir / f"{top}-{key[:20]}"
     lib = d / "libsim.so"
     if lib.exists():
-        return {"lib": str(lib), "hash": key, "cached": True, "seconds": 0.0, "dir": str(d)}
+        meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {}
+        return {"lib": str(lib), "hash": key, "cached": True, "seconds": 0.0, "dir": str(d),
+                "build_seconds": meta.get("seconds")}
     t0 = time.time()
     tmp = cache_dir / f".tmp-{top}-{key[:20]}-{os.getpid()}"
     if tmp.exists():
@@ -438,7 +441,8 @@ def build_library(src_dir, files, top: str, top_text: str | None, streams=None,
         "streams": [vars(x) for x in streams], "probes": list(probes)}, indent=1))
     if log:
         log(f"verilated {top} in {sec:.1f}s -> {lib}")
-    return {"lib": str(lib), "hash": key, "cached": False, "seconds": sec, "dir": str(d)}
+    return {"lib": str(lib), "hash": key, "cached": False, "seconds": sec, "dir": str(d),
+            "build_seconds": round(sec, 2)}
 
 
 # ----------------------------------------------------------------------------- run
