@@ -8,6 +8,7 @@ patch's ``old`` text is no longer found in a file that it targets, ``FixupError`
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -145,11 +146,16 @@ def apply_fixups(name: str, text: str):
     return text, applied
 
 
+STAMP = ".finn_build_fixups"
+
+
 def fixed_rtllib(src, dst) -> Path:
-    """``dst``: a copy of the finn-rtllib tree ``src`` with every fix-up applied (reused when
-    it exists). Every file a fix-up targets must exist (``FixupError`` otherwise)."""
+    """``dst``: a copy of the finn-rtllib tree ``src`` with every fix-up applied (reused while
+    its stamp, the source path and the fix-ups, is unchanged). Every file a fix-up targets
+    must exist (``FixupError`` otherwise)."""
     src, dst = Path(src), Path(dst)
-    if dst.is_dir():
+    stamp = hashlib.sha256(repr((str(src.resolve()), FIXES)).encode()).hexdigest()
+    if (dst / STAMP).is_file() and (dst / STAMP).read_text() == stamp:
         return dst
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     if tmp.exists():
@@ -169,5 +175,8 @@ def fixed_rtllib(src, dst) -> Path:
         shutil.rmtree(tmp)
         raise FixupError(f"finn-rtllib under {src} lacks {missing}, which fix-ups target; "
                          "re-check finn_build/rtlsim/fixups.py against this finn-plus")
+    (tmp / STAMP).write_text(stamp)
+    if dst.exists():
+        shutil.rmtree(dst)
     tmp.rename(dst)
     return dst
