@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip --disable-pip-version-check
 CONFIG ?= build_configs/mlp_w4a4_pynqz1.yaml
 
 .PHONY: install test test-slow demo bench bench-accuracy build bench-hardware verify-full \
-        bench-rtlsim clean
+        bench-rtlsim bench-rtlsim-ceiling clean
 
 # requirements-lock.txt pins every package and is installed with --no-deps: brevitas 0.13.0
 # (pinned by finn-plus 1.6.1) declares setuptools<70 and torch 2.13 declares setuptools>=77,
@@ -37,7 +37,7 @@ demo: install
 build: install
 	$(PY) -m finn_build --config $(CONFIG)
 
-bench: bench-accuracy bench-hardware bench-rtlsim
+bench: bench-accuracy bench-hardware bench-rtlsim bench-rtlsim-ceiling
 
 bench-accuracy: install
 	$(PY) -m brevitas_models.bench_accuracy
@@ -57,6 +57,12 @@ verify-full: install
 # benchmarks/results/rtlsim.json + docs/results.md: verify-full on both demo configs.
 bench-rtlsim: install
 	$(PY) -m finn_build.bench_rtlsim
+
+# benchmarks/results/rtlsim_ceiling.json: simulation speed of the bench-rtlsim builds as they
+# are vs with a zero-cost MVU core (the most any MVU model could gain; needs bench-rtlsim).
+bench-rtlsim-ceiling: install
+	$(PY) -m finn_build.bench_rtlsim_ceiling
+	$(PY) -m finn_build.bench_rtlsim_ceiling --config build_configs/cnn_w4a4_pynqz1.yaml
 
 clean:
 	rm -rf runs build .cache

@@ -1,0 +1,198 @@
+"""How fast can the stitched simulation of a build get without changing FINN's MVU RTL?
+
+A measurement, not a verification: the build's dataflow partition is compiled twice with
+Verilator, exactly as the ``rtlsim`` step compiles it,
+
+- ``as_is``: the RTL the rtlsim step simulates (finn-rtllib with our fix-ups);
+- ``mvu_core_free``: the same, but the MVU compute core (finn-rtllib ``mvu.sv``, module
+  ``mvu``: DSP lanes, SIMD adder trees) replaced by a stub with the same ports and the same
+  pipeline depth that outputs zeros. Everything else (weight streamers, AXI wrappers, width
+  converters, thresholds, FIFOs, our C++ clock loop) is unchanged and the stream timing is
+  the same (the benchmark checks that both take the same number of cycles).
+
+The second figure is an upper bound on the simulation speed of this design with any MVU
+model, however cheap. Both libraries run the same random input stream, alternating, several
+rounds (this VM's speed drifts between runs; the ratio within one run is what counts).
+
+    python -m finn_build.bench_rtlsim_ceiling                  # the MLP demo config
+    python -m finn_build.bench_rtlsim_ceiling --config build_configs/cnn_w4a4_pynqz1.yaml
+
+Needs a finished build of the config (``make bench-rtlsim`` or ``make build``): it reads
+``intermediate/10_estimates.onnx`` (the folded partition the rtlsim step gets).
+-> benchmarks/results/rtlsim_ceiling.json (one record per config; other configs' records
+are kept with the commit they ran at).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = "build_configs/mlp_w4a4_pynqz1.yaml"
+PARTITION = "intermediate/10_estimates.onnx"
+
+# Same parameters and ports as finn-rtllib's ``mvu`` (mvu.sv), same valid pipeline
+# (PIPELINE_DEPTH there), no arithmetic: the cheapest core the MVU's AXI wrapper can run.
+MVU_CORE_FREE = """module mvu #(
+	int unsigned  VERSION = 1, int unsigned  PE, int unsigned  SIMD,
+	int unsigned  WEIGHT_WIDTH, int unsigned  ACTIVATION_WIDTH, int unsigned  ACCU_WIDTH,
+	bit  SIGNED_ACTIVATIONS = 0, bit  NARROW_WEIGHTS = 0, bit  FORCE_BEHAVIORAL = 0
+)(
+	input	logic  clk, input	logic  rst, input	logic  en,
+	input	logic  last, input	logic  zero,
+	input	logic signed [PE-1:0][SIMD-1:0][WEIGHT_WIDTH-1:0]  w,
+	input	logic        [SIMD-1:0][ACTIVATION_WIDTH-1:0]  a,
+	output	logic  vld,
+	output	logic signed [PE-1:0][ACCU_WIDTH-1:0]  p
+);
+	localparam int unsigned  PIPELINE_DEPTH = 3 + $clog2(SIMD) + (SIMD == 1) + 1;
+	logic [PIPELINE_DEPTH-1:0]  L = '0;
+	always_ff @(posedge clk) begin
+		if(rst)      L <= '0;
+		else if(en)  L <= { L[PIPELINE_DEPTH-2:0], last };
+	end
+	assign	vld = L[PIPELINE_DEPTH-1];
+	assign	p = '0;
+endmodule : mvu
+"""
+
+
+def free_mvu_core(src_dir: Path) -> None:
+    """Replace module ``mvu`` in ``src_dir/mvu.sv`` by ``MVU_CORE_FREE``."""
+    f = src_dir / "mvu.sv"
+    text = f.read_text()
+    m = re.search(r"^module\s+mvu\s*#.*?^endmodule\s*:\s*mvu\b", text, re.S | re.M)
+    if not m:
+        raise RuntimeError(f"{f}: no 'module mvu ... endmodule : mvu' (finn-rtllib changed?)")
+    f.write_text(text[:m.start()] + MVU_CORE_FREE + text[m.end():])
+
+
+def random_images(model, n: int, seed: int = 0) -> list:
+    """``n`` inputs in the range of the partition's input datatype."""
+    iname = model.graph.input[0].name
+    dt_ = model.get_tensor_datatype(iname)
+    shape = model.get_tensor_shape(iname)
+    rng = np.random.default_rng(seed)
+    return [rng.integers(int(dt_.min()), int(dt_.max()) + 1, size=shape).astype(np.float32)
+            for _ in range(n)]
+
+
+def measure(partition, fpga_part: str, clk_ns: float, work, cycles: int, rounds: int,
+            log=print) -> dict:
+    """Both variants of the folded partition ``partition`` (.onnx) built under ``work`` and
+    timed alternately, ``rounds`` runs each of about ``cycles`` cycles."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from .finn_env import ensure_finn_env
+    from .rtlsim.flow import Stitched
+    from .rtlsim.hdl import HDLDesign, generate_hdl
+
+    ensure_finn_env()
+    model = ModelWrapper(str(partition))
+    work = Path(work)
+    design = generate_hdl(model, work / "as_is", fpga_part, clk_ns)
+    free_src = work / "mvu_core_free" / "src"
+    if free_src.parent.exists():
+        shutil.rmtree(free_src.parent)
+    shutil.copytree(design.src_dir, free_src)
+    free_mvu_core(free_src)
+    free = HDLDesign(free_src, design.instances, design.files, design.data_files,
+                     design.fixups_applied)
+    sims = {}
+    try:
+        for name, d in (("as_is", design), ("mvu_core_free", free)):
+            sims[name] = Stitched(model, d)
+            log(f"[ceiling] {name}: library built in {sims[name].build['build_seconds']} s")
+        xs = random_images(model, 16)
+        per_pass = sims["as_is"].run(xs)["cycles"]
+        xs = xs * max(1, -(-int(cycles) // per_pass))
+        speed = {name: [] for name in sims}
+        ran = {}
+        for k in range(rounds):
+            for name, st in sims.items():
+                r = st.run(xs)
+                ran.setdefault(name, set()).add(r["cycles"])
+                speed[name].append(round(r["cycles"] / r["wall_seconds"]))
+                log(f"[ceiling] round {k}: {name} {speed[name][-1]:,} cycles/s")
+    finally:
+        for st in sims.values():
+            st.close()
+    if len(ran["as_is"] | ran["mvu_core_free"]) != 1:
+        raise RuntimeError(f"the variants took different cycle counts {ran}: the stub changed "
+                           "the stream timing, the comparison is void")
+    med = {name: statistics.median(v) for name, v in speed.items()}
+    return {
+        "partition": str(partition), "images": len(xs), "cycles_per_run": ran["as_is"].pop(),
+        "sim_cycles_per_s": speed, "median_cycles_per_s": med,
+        # the time per cycle the MVU cores take: 1 - t(free) / t(as is)
+        "mvu_core_share_of_time": round(1 - med["as_is"] / med["mvu_core_free"], 3),
+        "speedup_bound": round(med["mvu_core_free"] / med["as_is"], 2),
+        "verilator_build_s": {name: st.build["build_seconds"] for name, st in sims.items()},
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=CONFIG)
+    ap.add_argument("--build", default=None,
+                    help="the config's finished build (default: build/bench_rtlsim/<name>, "
+                         "else the config's output_dir)")
+    ap.add_argument("--cycles", type=int, default=2_000_000, help="cycles per timed run")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--work-dir", default="build/bench_rtlsim_ceiling")
+    ap.add_argument("--out", default="benchmarks/results/rtlsim_ceiling.json")
+    args = ap.parse_args(argv)
+
+    from brevitas_models.report import render_generic_table, update_results_md, write_json
+
+    from .config import load_build_config
+    from .pipeline import _git_commit
+    from .report import keep_other_records
+
+    cfg = load_build_config(args.config)
+    builds = [Path(args.build)] if args.build else [ROOT / "build/bench_rtlsim" / cfg.name,
+                                                    Path(cfg.out_dir)]
+    part = next((b / PARTITION for b in builds if (b / PARTITION).exists()), None)
+    if part is None:
+        sys.exit(f"bench-rtlsim-ceiling: no {PARTITION} under {' or '.join(map(str, builds))};"
+                 f" build the config first (make bench-rtlsim, or make build CONFIG={args.config})")
+    command = "python -m finn_build.bench_rtlsim_ceiling " + " ".join(
+        argv if argv is not None else sys.argv[1:])
+    rec = {"model": cfg.name, "board": cfg.board,
+           **measure(part, cfg.fpga_part, cfg.clk_period_ns, Path(args.work_dir) / cfg.name,
+                     args.cycles, args.rounds, log=lambda m: print(m, flush=True)),
+           "git_commit": _git_commit(), "date": dt.date.today().isoformat(), "command": command}
+    # one record per model: a run of another config keeps the records already there
+    records, command = keep_other_records(args.out, [rec], lambda r: r["model"], command)
+    write_json({"records": records, "git_commit": rec["git_commit"], "date": rec["date"],
+                "command": command}, args.out)
+    rows = [{"model": r["model"], "as_is_cycles_per_s": r["median_cycles_per_s"]["as_is"],
+             "mvu_core_free_cycles_per_s": r["median_cycles_per_s"]["mvu_core_free"],
+             "mvu_core_share_of_time": r["mvu_core_share_of_time"],
+             "speedup_bound": r["speedup_bound"], "git_commit": r["git_commit"]}
+            for r in records]
+    update_results_md(
+        str(ROOT / "docs" / "results.md"), "RTL simulation speed ceiling",
+        render_generic_table(rows),
+        f"From `{command}` ({rec['date']}). Stitched Verilator simulation of each build's "
+        "partition, as the rtlsim step builds it (`as_is`) and with finn-rtllib's MVU compute "
+        "core replaced by a zero-output stub of the same ports and pipeline depth "
+        "(`mvu_core_free`; same cycle count checked), median of alternating runs of >= 2M "
+        "cycles each. `mvu_core_free` bounds what any MVU model could reach without changing "
+        "the rest of finn-rtllib.")
+    print(json.dumps({k: rec[k] for k in ("median_cycles_per_s", "mvu_core_share_of_time",
+                                          "speedup_bound")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
