@@ -62,7 +62,6 @@ bench-rtlsim: install
 # are vs with a zero-cost MVU core (the most any MVU model could gain; needs bench-rtlsim).
 bench-rtlsim-ceiling: install
 	$(PY) -m finn_build.bench_rtlsim_ceiling
-	$(PY) -m finn_build.bench_rtlsim_ceiling --config build_configs/cnn_w4a4_pynqz1.yaml
 
 clean:
 	rm -rf runs build .cache

@@ -14,8 +14,8 @@ The second figure is an upper bound on the simulation speed of this design with 
 model, however cheap. Both libraries run the same random input stream, alternating, several
 rounds (this VM's speed drifts between runs; the ratio within one run is what counts).
 
-    python -m finn_build.bench_rtlsim_ceiling                  # the MLP demo config
-    python -m finn_build.bench_rtlsim_ceiling --config build_configs/cnn_w4a4_pynqz1.yaml
+    python -m finn_build.bench_rtlsim_ceiling                  # both demo configs
+    python -m finn_build.bench_rtlsim_ceiling --configs build_configs/mlp_w4a4_pynqz1.yaml
 
 Needs a finished build of the config (``make bench-rtlsim`` or ``make build``): it reads
 ``intermediate/10_estimates.onnx`` (the folded partition the rtlsim step gets).
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import re
 import shutil
 import statistics
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = "build_configs/mlp_w4a4_pynqz1.yaml"
+CONFIGS = ["build_configs/mlp_w4a4_pynqz1.yaml", "build_configs/cnn_w4a4_pynqz1.yaml"]
 PARTITION = "intermediate/10_estimates.onnx"
 
 # Same parameters and ports as finn-rtllib's ``mvu`` (mvu.sv), same valid pipeline
@@ -142,10 +141,10 @@ def measure(partition, fpga_part: str, clk_ns: float, work, cycles: int, rounds:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=CONFIG)
+    ap.add_argument("--configs", nargs="+", default=CONFIGS)
     ap.add_argument("--build", default=None,
-                    help="the config's finished build (default: build/bench_rtlsim/<name>, "
-                         "else the config's output_dir)")
+                    help="with one config: its finished build (default: "
+                         "build/bench_rtlsim/<name>, else the config's output_dir)")
     ap.add_argument("--cycles", type=int, default=2_000_000, help="cycles per timed run")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work-dir", default="build/bench_rtlsim_ceiling")
@@ -154,27 +153,42 @@ def main(argv=None) -> int:
 
     from brevitas_models.report import render_generic_table, update_results_md, write_json
 
-    from .config import load_build_config
+    from .config import BuildConfigError, load_build_config
     from .pipeline import _git_commit
     from .report import keep_other_records
 
-    cfg = load_build_config(args.config)
-    builds = [Path(args.build)] if args.build else [ROOT / "build/bench_rtlsim" / cfg.name,
-                                                    Path(cfg.out_dir)]
-    part = next((b / PARTITION for b in builds if (b / PARTITION).exists()), None)
-    if part is None:
-        sys.exit(f"bench-rtlsim-ceiling: no {PARTITION} under {' or '.join(map(str, builds))};"
-                 f" build the config first (make bench-rtlsim, or make build CONFIG={args.config})")
-    command = "python -m finn_build.bench_rtlsim_ceiling " + " ".join(
-        argv if argv is not None else sys.argv[1:])
-    rec = {"model": cfg.name, "board": cfg.board,
-           **measure(part, cfg.fpga_part, cfg.clk_period_ns, Path(args.work_dir) / cfg.name,
-                     args.cycles, args.rounds, log=lambda m: print(m, flush=True)),
-           "git_commit": _git_commit(), "date": dt.date.today().isoformat(), "command": command}
-    # one record per model: a run of another config keeps the records already there
-    records, command = keep_other_records(args.out, [rec], lambda r: r["model"], command)
-    write_json({"records": records, "git_commit": rec["git_commit"], "date": rec["date"],
-                "command": command}, args.out)
+    if args.build and len(args.configs) != 1:
+        sys.exit("bench-rtlsim-ceiling: --build needs exactly one --configs entry")
+    commit = _git_commit()  # before this run writes its results
+    date = dt.date.today().isoformat()
+    command = " ".join(["python -m finn_build.bench_rtlsim_ceiling",
+                        *(argv if argv is not None else sys.argv[1:])])
+    parts = []
+    for path in args.configs:
+        try:
+            cfg = load_build_config(path)
+        except BuildConfigError as e:
+            sys.exit(f"bench-rtlsim-ceiling: {e}")
+        builds = ([Path(args.build)] if args.build else
+                  [ROOT / "build/bench_rtlsim" / cfg.name, Path(cfg.out_dir)])
+        part = next((b / PARTITION for b in builds if (b / PARTITION).exists()), None)
+        if part is None:
+            sys.exit(f"bench-rtlsim-ceiling: no {PARTITION} under "
+                     f"{' or '.join(map(str, builds))}; build the config first "
+                     f"(make bench-rtlsim, or make build CONFIG={path})")
+        parts.append((cfg, part))
+    new = []
+    for cfg, part in parts:
+        print(f"[ceiling] {cfg.name}", flush=True)
+        new.append({"model": cfg.name, "board": cfg.board,
+                    **measure(part, cfg.fpga_part, cfg.clk_period_ns,
+                              Path(args.work_dir) / cfg.name, args.cycles, args.rounds,
+                              log=lambda m: print(m, flush=True)),
+                    "git_commit": commit, "date": date, "command": command})
+    # one record per model: records of configs not run now are kept
+    records, command = keep_other_records(args.out, new, lambda r: r["model"], command)
+    write_json({"records": records, "git_commit": commit, "date": date, "command": command},
+               args.out)
     rows = [{"model": r["model"], "as_is_cycles_per_s": r["median_cycles_per_s"]["as_is"],
              "mvu_core_free_cycles_per_s": r["median_cycles_per_s"]["mvu_core_free"],
              "mvu_core_share_of_time": r["mvu_core_share_of_time"],
@@ -183,14 +197,15 @@ def main(argv=None) -> int:
     update_results_md(
         str(ROOT / "docs" / "results.md"), "RTL simulation speed ceiling",
         render_generic_table(rows),
-        f"From `{command}` ({rec['date']}). Stitched Verilator simulation of each build's "
+        f"From `{command}` ({date}). Stitched Verilator simulation of each build's "
         "partition, as the rtlsim step builds it (`as_is`) and with finn-rtllib's MVU compute "
         "core replaced by a zero-output stub of the same ports and pipeline depth "
         "(`mvu_core_free`; same cycle count checked), median of alternating runs of >= 2M "
         "cycles each. `mvu_core_free` bounds what any MVU model could reach without changing "
         "the rest of finn-rtllib.")
-    print(json.dumps({k: rec[k] for k in ("median_cycles_per_s", "mvu_core_share_of_time",
-                                          "speedup_bound")}, indent=1))
+    for r in new:
+        print(f"[ceiling] {r['model']}: {r['median_cycles_per_s']} cycles/s, MVU cores "
+              f"{r['mvu_core_share_of_time']:.0%} of the time", flush=True)
     return 0
 
 
