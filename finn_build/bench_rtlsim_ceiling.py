@@ -74,21 +74,12 @@ def free_mvu_core(src_dir: Path) -> None:
     f.write_text(text[:m.start()] + MVU_CORE_FREE + text[m.end():])
 
 
-def random_images(model, n: int, seed: int = 0) -> list:
-    """``n`` inputs in the range of the partition's input datatype."""
-    iname = model.graph.input[0].name
-    dt_ = model.get_tensor_datatype(iname)
-    shape = model.get_tensor_shape(iname)
-    rng = np.random.default_rng(seed)
-    return [rng.integers(int(dt_.min()), int(dt_.max()) + 1, size=shape).astype(np.float32)
-            for _ in range(n)]
-
-
 def measure(partition, fpga_part: str, clk_ns: float, work, cycles: int, rounds: int,
             log=print) -> dict:
     """Both variants of the folded partition ``partition`` (.onnx) built under ``work`` and
     timed alternately, ``rounds`` runs each of about ``cycles`` cycles."""
     from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.basic import gen_finn_dt_tensor
 
     from .finn_env import ensure_finn_env
     from .rtlsim.flow import Stitched
@@ -110,7 +101,10 @@ def measure(partition, fpga_part: str, clk_ns: float, work, cycles: int, rounds:
         for name, d in (("as_is", design), ("mvu_core_free", free)):
             sims[name] = Stitched(model, d)
             log(f"[ceiling] {name}: library built in {sims[name].build['build_seconds']} s")
-        xs = random_images(model, 16)
+        iname = model.graph.input[0].name
+        np.random.seed(0)  # gen_finn_dt_tensor draws from numpy's global generator
+        xs = [gen_finn_dt_tensor(model.get_tensor_datatype(iname), model.get_tensor_shape(iname))
+              for _ in range(16)]
         per_pass = sims["as_is"].run(xs)["cycles"]
         xs = xs * max(1, -(-int(cycles) // per_pass))
         speed = {name: [] for name in sims}
