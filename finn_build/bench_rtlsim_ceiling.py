@@ -18,7 +18,7 @@ rounds (this VM's speed drifts between runs; the ratio within one run is what co
     python -m finn_build.bench_rtlsim_ceiling --configs build_configs/mlp_w4a4_pynqz1.yaml
 
 Needs a finished build of the config (``make bench-rtlsim`` or ``make build``): it reads
-``intermediate/10_estimates.onnx`` (the folded partition the rtlsim step gets).
+``intermediate/11_estimates.onnx`` (the folded partition the rtlsim step gets).
 -> benchmarks/results/rtlsim_ceiling.json (one record per config; other configs' records
 are kept with the commit they ran at).
 """
@@ -36,7 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ["build_configs/mlp_w4a4_pynqz1.yaml", "build_configs/cnn_w4a4_pynqz1.yaml"]
-PARTITION = "intermediate/10_estimates.onnx"
+PARTITION = "intermediate/11_estimates.onnx"
 
 # Same parameters and ports as finn-rtllib's ``mvu`` (mvu.sv), same valid pipeline
 # (PIPELINE_DEPTH there), no arithmetic: the cheapest core the MVU's AXI wrapper can run.

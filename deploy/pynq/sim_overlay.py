@@ -34,10 +34,11 @@ class SimulatedDMAError(RuntimeError):
 
 
 def partition_model_path(build_dir) -> Path:
-    """The folded dataflow partition of a build (the ``insert_dwc_fifo`` artifact)."""
-    found = sorted(Path(build_dir).glob("intermediate/*_insert_dwc_fifo.onnx"))
+    """The folded dataflow partition of a build with the FIFO depths as built (the
+    ``set_fifo_depths`` artifact)."""
+    found = sorted(Path(build_dir).glob("intermediate/*_set_fifo_depths.onnx"))
     if not found:
-        raise FileNotFoundError(f"{build_dir}: no intermediate/NN_insert_dwc_fifo.onnx (the "
+        raise FileNotFoundError(f"{build_dir}: no intermediate/NN_set_fifo_depths.onnx (the "
                                 "folded dataflow partition); run the FINN build to the end")
     return found[-1]
 

@@ -1,4 +1,5 @@
-"""FIFO sizing by simulation (Verilator), no Vivado.
+"""FIFO sizing by simulation (Verilator), no Vivado: what FINN's builder does by default
+(``step_set_fifo_depths`` with ``InsertAndSetFIFODepths``), on our open simulator.
 
 The stitched design is compiled with ``FINN_SIMULATION``: every ``StreamingFIFO_rtl`` then
 is FINN's ``fifo_gauge`` (an unbounded queue that never back-pressures and tracks its
@@ -12,14 +13,13 @@ maximum fill, ``maxcount``), read through probes. Two runs on the images:
    (at least 2, fifo.sv's minimum). The FIFO on the graph input keeps its depth (the host
    DMA is back-pressured, not buffered).
 
-The depths are written as ``{fifo node: depth}`` JSON, the format of the build config's
-``fifo_depths: <file>``. With ``verify=True`` the design is regenerated with those depths,
-re-compiled and simulated again: the measured interval with sized FIFOs.
+Then the design with those depths (real ``fifo`` queues, as built) is generated, compiled
+and simulated on the same images: its measured interval and latency are what the hardware
+does, and its outputs are returned for a bit-exact check.
 """
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 
@@ -27,51 +27,60 @@ from .flow import Stitched
 from .hdl import generate_hdl
 
 
-def size_fifos(model, design, xs, cache_dir, out_json, clock_mhz: float,
-               est_cycles: int | None = None, verify: bool = True, fpgapart: str = "",
-               clk_ns: float = 10.0) -> dict:
+def fifo_nodes(model) -> dict:
+    """{FIFO node name: its depth attribute}."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    return {n.name: int(getCustomOp(n).get_nodeattr("depth")) for n in model.graph.node
+            if n.op_type.startswith("StreamingFIFO")}
+
+
+def apply_depths(model, depths: dict):
+    """Set the depth of every FIFO named in ``depths`` (in place)."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    for n in model.graph.node:
+        if n.name in depths:
+            getCustomOp(n).set_nodeattr("depth", int(depths[n.name]))
+    return model
+
+
+def measure(model, xs, work_dir, cache_dir, fpgapart: str, clk_ns: float) -> dict:
+    """The design as built (its FIFO depths) streamed on ``xs`` back to back.
+    -> {interval_cycles, latency_cycles, outputs, compile_seconds, compile_cached}"""
+    design = generate_hdl(copy.deepcopy(model), Path(work_dir), fpgapart, clk_ns)
+    with Stitched(model, design, cache_dir) as st:
+        r = st.run(xs)
+        return {"interval_cycles": r["interval_cycles"], "latency_cycles": r["latency_cycles"],
+                "outputs": r["outputs"], "compile_seconds": round(st.build["seconds"], 2),
+                "compile_cached": st.build["cached"]}
+
+
+def size_fifos(model, xs, work_dir, cache_dir, fpgapart: str, clk_ns: float,
+               est_cycles: int | None = None) -> dict:
+    """Depths by simulation -> {"depths", "interval_cycles" (unbounded FIFOs),
+    "pace_cycles", "maxcount_paced", ..., "compile_seconds"}. ``model`` is not changed."""
     t0 = time.time()
+    work_dir = Path(work_dir)
     graph_in = {i.name for i in model.graph.input}
     fifo_in = {n.name: n.input[0] for n in model.graph.node
                if n.op_type.startswith("StreamingFIFO")}
-    from qonnx.custom_op.registry import getCustomOp
-
-    current = {n.name: int(getCustomOp(n).get_nodeattr("depth")) for n in model.graph.node
-               if n.op_type.startswith("StreamingFIFO")}
-    with Stitched(model, design, cache_dir, fifo_gauge=True) as st:
+    current = fifo_nodes(model)
+    gauge = copy.deepcopy(model)  # code_gen_dir attributes stay off the caller's model
+    design = generate_hdl(gauge, work_dir / "gauge", fpgapart, clk_ns)
+    with Stitched(gauge, design, cache_dir, fifo_gauge=True) as st:
         free = st.run(xs)
         free_max = st.fifo_maxcounts()
         pace = int(max(free["interval_cycles"] or 0, est_cycles or 0)) or None
         paced = st.run(xs, pace=pace)
         maxc = st.fifo_maxcounts()
-        compile_s = st.build["seconds"]
-    depths = {}
-    for name, c in maxc.items():
-        if fifo_in.get(name) in graph_in:
-            depths[name] = current[name]
-        else:
-            depths[name] = max(2, int(c))
-    out_json = Path(out_json)
-    out_json.write_text(json.dumps(depths, indent=1))
-    res = {"method": "FINN_SIMULATION fifo_gauge (unbounded), paced input",
-           "interval_cycles": free["interval_cycles"], "latency_cycles": free["latency_cycles"],
-           "pace_cycles": pace, "paced_interval_cycles": paced["interval_cycles"],
-           "maxcount_paced": maxc, "maxcount_unpaced": free_max,
-           "depths": depths, "previous_depths": current, "depths_file": str(out_json),
-           "compile_seconds": round(compile_s, 2)}
-    if verify:
-        m2 = copy.deepcopy(model)
-        for n in m2.graph.node:
-            if n.name in depths:
-                getCustomOp(n).set_nodeattr("depth", int(depths[n.name]))
-        d2 = generate_hdl(m2, Path(design.src_dir).parent / "sized", fpgapart, clk_ns)
-        with Stitched(m2, d2, cache_dir) as st2:
-            r2 = st2.run(xs)
-            res["sized"] = {"interval_cycles": r2["interval_cycles"],
-                            "latency_cycles": r2["latency_cycles"],
-                            "fps": clock_mhz * 1e6 / r2["interval_cycles"]
-                            if r2["interval_cycles"] else None,
-                            "compile_seconds": round(st2.build["seconds"], 2),
-                            "outputs": r2["outputs"]}
-    res["seconds"] = round(time.time() - t0, 2)
-    return res
+        compile_s, cached = st.build["seconds"], st.build["cached"]
+    depths = {name: current[name] if fifo_in.get(name) in graph_in else max(2, int(c))
+              for name, c in maxc.items()}
+    return {"method": "FINN_SIMULATION fifo_gauge (unbounded), paced input",
+            "interval_cycles": free["interval_cycles"], "latency_cycles": free["latency_cycles"],
+            "pace_cycles": pace, "paced_interval_cycles": paced["interval_cycles"],
+            "maxcount_paced": maxc, "maxcount_unpaced": free_max,
+            "depths": depths, "previous_depths": current,
+            "compile_seconds": round(compile_s, 2), "compile_cached": cached,
+            "seconds": round(time.time() - t0, 2)}

