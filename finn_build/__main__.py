@@ -1,6 +1,8 @@
 """CLI: ``python -m finn_build --config build_configs/X.yaml [--from-step NAME]``.
 
-Exit codes (Make-friendly): 0 ok, 1 bad config, 2 build error, 3 verification mismatch,
+Exit codes (Make-friendly): 0 ok, 1 bad config (also a --from-step that cannot resume: an
+input of an earlier step changed, its artifact is missing or damaged), 2 build error (also an
+output_dir that is a file, read-only or full), 3 verification mismatch,
 4 not all-RTL (HLS or unmapped nodes, allow_hls=false), 5 does not fit the part,
 6 --bitstream on a machine without Vivado / Vitis HLS (what was built is listed; re-run resumes).
 """
@@ -61,7 +63,7 @@ def main(argv=None) -> int:
     if args.check_config:
         print(f"{args.config}: OK")
         return 0
-    from .pipeline import exit_code_for, run_build
+    from .pipeline import OutputDirError, ResumeError, exit_code_for, run_build
 
     steps = None
     if args.bitstream:
@@ -75,6 +77,10 @@ def main(argv=None) -> int:
                       f"done for this config in {cfg.out_dir} (--from-step load_model redoes all)")
     try:
         rep = run_build(cfg, from_step=args.from_step, stop_step=args.stop_step, steps=steps)
+    except (ResumeError, OutputDirError) as e:  # refused before any step ran: no report
+        code = exit_code_for(e)
+        print(f"BUILD FAILED (exit {code}): {e}", file=sys.stderr)
+        return code
     except Exception as e:  # noqa: BLE001
         code = exit_code_for(e)
         print(f"BUILD FAILED (exit {code}): {type(e).__name__}: {e}", file=sys.stderr)
@@ -84,7 +90,9 @@ def main(argv=None) -> int:
     v = rep.get("verification", {})
     print(f"BUILD OK: {cfg.name} on {cfg.board} @ {cfg.clock_mhz:g} MHz: all_rtl={rep['all_rtl']}"
           f" est_fps={e.get('est_fps', 0):.0f} latency_us={e.get('est_latency_us', 0):.2f}"
-          f" LUT={e.get('est_lut', 0):.0f} BRAM18={e.get('est_bram18', 0):.0f}"
+          + (f" measured_fps={e['measured_fps']:.0f} (FIFOs sized by simulation)"
+             if e.get("measured_fps") else f" (FIFOs: {e.get('fifo_depths')}, not measured)")
+          + f" LUT={e.get('est_lut', 0):.0f} BRAM18={e.get('est_bram18', 0):.0f}"
           f" DSP={e.get('est_dsp', 0):.0f}; verified {v.get('verified_stages')} "
           f"({v.get('mismatches')} mismatches); {rep.get('total_seconds')}s -> {cfg.out_dir}")
     if args.bitstream:

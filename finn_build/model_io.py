@@ -87,15 +87,30 @@ def build_untrained(section, data_root: Optional[str]) -> tuple[Any, list]:
     return model, tasks
 
 
+def meta_path(src) -> Path:
+    """The metadata file of a QONNX model source (``model.meta`` or next to the QONNX)."""
+    return Path(src.meta) if src.meta else Path(src.qonnx).with_suffix(".meta.json")
+
+
+def source_files(cfg) -> dict:
+    """{config field: path} of the files the model source reads: their content is part of the
+    build (a ``--from-step`` resume compares their sha256 with the earlier run's)."""
+    src = cfg.model
+    if src.checkpoint is not None:
+        return {"model.checkpoint": src.checkpoint}
+    if src.qonnx is not None:
+        return {"model.qonnx": src.qonnx, "model.meta": str(meta_path(src))}
+    return {}  # untrained: the config fields (seed, ...) and the data files define it
+
+
 def resolve_model(cfg, work_dir: Path) -> ModelBundle:
     """Materialize the configured model source as QONNX (+meta) under ``work_dir``."""
     src = cfg.model
     work_dir.mkdir(parents=True, exist_ok=True)
     target = work_dir / "model.onnx"
     if src.qonnx is not None:
-        meta_path = Path(src.meta) if src.meta else Path(src.qonnx).with_suffix(".meta.json")
         shutil.copyfile(src.qonnx, target)
-        meta = json.loads(Path(meta_path).read_text())
+        meta = json.loads(meta_path(src).read_text())
         (work_dir / "model.meta.json").write_text(json.dumps(meta, indent=2))
         return ModelBundle(target, meta, None, f"qonnx:{src.qonnx}")
     if src.checkpoint is not None:

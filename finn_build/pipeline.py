@@ -11,13 +11,24 @@ Build directory layout (``output_dir``)::
     verification.json            all-output verification summary (all stages)
     report/                      estimates, folding config, candidates, ...
     build_report.json / .md      per-node type+backend, estimates, timings, provenance
-    state.json                   build state (for --from-step)
+    state.json                   build state
+    intermediate/NN_<step>.state.json   the build state right after that step (for --from-step)
+
+Resume (``--from-step S``) continues from ``NN_<S-1>.onnx`` with the state the build had
+right after step S-1, and only if nothing an earlier step read has changed since (config
+fields per ``FIRST_READER``, the sha256 of the model/folding/FIFO/data files, the step list,
+the artifact itself); otherwise ``ResumeError`` names what differs and where to start
+instead. Files that later steps of an earlier run wrote are removed first; a build without
+``--from-step`` removes everything an earlier run wrote. Every file the pipeline writes is
+written to a temporary name and renamed, so none is ever half-written.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -25,6 +36,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, Optional
 
+from .config import BuildConfigError, dump_config
 from .finn_env import ensure_finn_env, package_versions
 
 log = logging.getLogger("finn_build")
@@ -37,6 +49,73 @@ EXIT_NOT_RTL = 4
 EXIT_NO_FIT = 5
 EXIT_NO_VIVADO = 6  # finn_build.bitstream.VivadoRequiredError (a BuildError): a Vivado/
                     # Vitis HLS step on a machine without them; earlier steps are kept
+
+
+# The first step that reads each config field (the longest dotted prefix listed wins; None:
+# no step's result depends on it). A field not listed, or whose step is not in the step list,
+# counts as read by the first step, so a resume can only be refused too often, never wrongly
+# allowed. Keep this in sync when a step starts to read a field.
+FIRST_READER = {
+    "name": None, "output_dir": None,       # where the build is and what reports call it
+    "rtlsim.cache_dir": None,                # compiled libraries, keyed by a hash of sources
+    "model": "load_model", "verify": "load_model",
+    "board (DSP block)": "minimize_datatypes",  # RTL weight datatypes depend on it
+    "board": "specialize_layers",            # the part: layer specialization, folding, ...
+    "allow_hls": "specialize_layers",
+    "clock_mhz": "set_folding", "folding": "set_folding",
+    "fifo_depths": "set_fifo_depths",
+    "rtlsim": "rtlsim",
+}
+# What the steps write next to intermediate/NN_<step>.onnx: a resume removes the files here
+# that were written after the step it resumes from (they belong to steps that are re-run).
+# verification/ is pruned by its own records, bitstream/ has its own state and resume.
+STEP_OUTPUTS = ("intermediate", "report", "host_ops.json", "rtlsim", "fifo_sizing")
+# a build without --from-step starts with none of these (model/ is always rewritten)
+FRESH_REMOVES = STEP_OUTPUTS + ("verification", "bitstream", "verification.json",
+                                "build_report.json", "build_report.md", "state.json")
+
+
+class ResumeError(BuildConfigError):
+    """--from-step cannot continue this build directory (the message says why and what to
+    run instead); exit 1 like a config error. Raised before anything is changed."""
+
+
+class OutputDirError(RuntimeError):
+    """The build directory cannot be written (a file, read-only, full); exit 2."""
+
+
+def _dir_error(out, e: OSError) -> OutputDirError:
+    return OutputDirError(
+        f"cannot write the build directory {out}: {e.strerror or e} "
+        f"({e.filename or out}); fix: make it writable / free space, or set output_dir to "
+        "another directory")
+
+
+def _is_dir_fault(e: BaseException, out: Path) -> bool:
+    """A full, read-only or not writable build directory (not, e.g., an unreadable input)."""
+    if not isinstance(e, OSError) or e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS,
+                                                     errno.EACCES):
+        return False
+    return e.filename is None or Path(e.filename).resolve().is_relative_to(out.resolve())
+
+
+def write_atomic(path: Path, write) -> None:
+    """``write(tmp)`` then rename over ``path``: readers see the old file or the new one,
+    never a half-written one (full disk, killed process)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        e.filename = e.filename or str(path)  # a full disk fails in write(): name the file
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, lambda t: t.write_text(text))
 
 
 class Build:
@@ -55,14 +134,8 @@ class Build:
         self._sha_cache: dict = {}
 
     # ---------------------------------------------------------------- state
-    def load_state(self):
-        if self.state_path.exists():
-            self.state = json.loads(self.state_path.read_text())
-        if "meta" in self.state:
-            self.init_verifier(reset=False)
-
     def save_state(self):
-        self.state_path.write_text(json.dumps(self.state, indent=1, default=str))
+        write_text_atomic(self.state_path, json.dumps(self.state, indent=1, default=str))
 
     def init_verifier(self, reset: bool):
         from .verify import Verifier
@@ -85,6 +158,36 @@ class Build:
     def artifact(self, index: int, name: str) -> Path:
         return self.out / "intermediate" / f"{index:02d}_{name}.onnx"
 
+    def snapshot(self, index: int, name: str) -> Path:
+        return self.out / "intermediate" / f"{index:02d}_{name}.state.json"
+
+    def file_sha(self, path) -> Optional[str]:
+        try:
+            return self.sha256(path) if Path(path).is_file() else None
+        except OSError as e:  # unreadable: differs from any recorded hash
+            return f"unreadable: {e.strerror}"
+
+    def inputs(self) -> dict:
+        """Everything a step's result depends on besides its input model, flat: each config
+        field (dotted), the board's DSP block, the sha256 of the model source, folding and
+        FIFO-depth files and of the data files read so far."""
+        cfg = self.cfg
+        flat = _flatten(json.loads(json.dumps(cfg.to_dict(), default=str)))
+        flat["board (DSP block)"] = cfg.board_info.dsp_block
+        files = input_files(cfg)
+        for src in self.state.get("data_files", {}):
+            files[f"verify (data file {src})"] = src
+        for field, path in files.items():
+            flat[f"{field} (sha256 of the file)"] = self.file_sha(path)
+        return flat
+
+    def save_snapshot(self, index: int, name: str):
+        """The resume record of a finished step, written after its artifact."""
+        snap = {"step": name, "artifact_sha256": self.sha256(self.artifact(index, name)),
+                "inputs": self.inputs(), "state": self.state,
+                "verification": self.verifier.results if self.verifier else None}
+        write_text_atomic(self.snapshot(index, name), json.dumps(snap, indent=1, default=str))
+
 
 def _git_commit() -> Optional[str]:
     """HEAD, with "+dirty" when tracked files differ from it (provenance of a result)."""
@@ -96,6 +199,142 @@ def _git_commit() -> Optional[str]:
         return f"{head}+dirty" if head and dirty.returncode == 1 else head
     except Exception:
         return None
+
+
+def input_files(cfg) -> dict:
+    """{config field: path} of the files this config makes the steps read."""
+    from .model_io import source_files
+
+    files = dict(source_files(cfg))
+    if cfg.folding.file:
+        files["folding.file"] = cfg.folding.file
+    if cfg.fifo_depths not in ("minimal", "simulate"):
+        files["fifo_depths"] = cfg.fifo_depths
+    return files
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def first_reader(key: str, names: list) -> Optional[int]:
+    """Index of the first step that reads config item ``key`` (see FIRST_READER)."""
+    field = key.split(" (sha256")[0]
+    for p in sorted(FIRST_READER, key=len, reverse=True):
+        if field == p or field.startswith(p + ".") or field.startswith(p + " ("):
+            step = FIRST_READER[p]
+            if step is None:
+                return None
+            return names.index(step) if step in names else 0
+    return 0
+
+
+def _short(v):
+    return f"{v[:12]}..." if isinstance(v, str) and len(v) == 64 else repr(v)
+
+
+def _resume_hint(build, names) -> str:
+    done = 0
+    while done < len(names) and build.snapshot(done, names[done]).exists():
+        done += 1
+    if done == 0:
+        return "run the full build (without --from-step)"
+    return (f"the last step recorded as done there is {names[done - 1]!r}: use --from-step "
+            f"{names[done]!r} or an earlier step, or the full build")
+
+
+def _check_resume(build, names, start) -> dict:
+    """-> the snapshot of step start-1, if resuming there gives what a full build with this
+    config would; else ResumeError (nothing is changed)."""
+    prev = names[start - 1]
+    art, sp = build.artifact(start - 1, prev), build.snapshot(start - 1, prev)
+    where = f"cannot resume from {names[start]!r} in {build.out}"
+    if not art.exists() or not sp.exists():
+        missing = art if not art.exists() else sp
+        raise ResumeError(f"{where}: {missing} is missing (step {prev!r} did not complete in "
+                          f"this build directory, or was built before resume records "
+                          f"existed); {_resume_hint(build, names)}")
+    try:
+        snap = json.loads(sp.read_text())
+    except ValueError:
+        raise ResumeError(f"{where}: {sp} is not readable JSON (damaged); rebuild it with "
+                          f"--from-step {prev!r} or the full build") from None
+    old_steps = snap["state"].get("steps", [])[:start]
+    if old_steps != names[:start]:
+        raise ResumeError(f"{where}: the earlier run had the steps {old_steps}, this one "
+                          f"{names[:start]}; run the full build (without --from-step)")
+    if build.sha256(art) != snap["artifact_sha256"]:
+        raise ResumeError(f"{where}: {art} is damaged or was changed after step {prev!r} wrote "
+                          f"it (its sha256 is not the recorded one); rebuild it: --from-step "
+                          f"{prev!r} (or the full build)")
+    build.state = {"data_files": snap["state"].get("data_files", {})}  # hash the same files
+    old, new = snap["inputs"], build.inputs()
+    diff = []
+    for k in sorted(set(old) | set(new)):
+        if old.get(k) != new.get(k):
+            i = first_reader(k, names)
+            if i is not None and i < start:
+                diff.append((i, f"  {k}: {_short(old.get(k))} -> {_short(new.get(k))} "
+                                f"(read by {names[i]})"))
+    if diff:
+        i = min(d[0] for d in diff)
+        fix = ("run the full build (without --from-step)" if i == 0 else
+               f"resume from {names[i]!r} (the first step that reads them) or earlier")
+        raise ResumeError(f"{where}: the steps before it were built with other inputs than "
+                          f"this config's:\n" + "\n".join(d[1] for d in sorted(diff))
+                          + f"\nFix: {fix}")
+    return snap
+
+
+def _remove(out: Path, entries, newer_than_ns: Optional[int] = None, keep=()):
+    """Delete the files under ``out/entries`` (only those modified after ``newer_than_ns``),
+    never a file in ``keep`` (an input of this build may live in an earlier build's report);
+    then the directories left empty."""
+    for e in entries:
+        p = out / e
+        files = [p] if p.is_file() else [f for f in p.rglob("*") if not f.is_dir()]
+        for f in files:
+            if f.resolve() in keep:
+                continue
+            if newer_than_ns is None or f.lstat().st_mtime_ns > newer_than_ns:
+                f.unlink()
+        if p.is_dir():
+            for d, _, _ in sorted(os.walk(p), key=lambda w: -len(w[0])):
+                if d != str(p) and not os.listdir(d):
+                    os.rmdir(d)
+
+
+def _restore(build, snap, names, start, keep):
+    """The build directory as it was right after step start-1: its state and verification
+    records; the artifacts of the re-run steps and the files they wrote removed."""
+    mtime = build.snapshot(start - 1, names[start - 1]).stat().st_mtime_ns
+    for pattern in ("[0-9][0-9]_*.onnx", "[0-9][0-9]_*.state.json"):  # any step list's
+        for p in (build.out / "intermediate").glob(pattern):
+            if int(p.name[:2]) >= start:
+                p.unlink()
+    _remove(build.out, STEP_OUTPUTS, mtime, keep)
+    build.state = snap["state"]
+    for k in ("failed_step", "error", "total_seconds", "wall_seconds_this_run"):
+        build.state.pop(k, None)
+    if "meta" in build.state:
+        build.init_verifier(reset=False)
+        v = build.verifier
+        v.results = snap["verification"] or {}
+        for f in v.vdir.glob("stage_*.npz"):
+            if f.stem[len("stage_"):] not in v.results:
+                f.unlink()
+        kinds = {r.get("kind") for r in v.results.values()}  # the first checks define refs
+        if "integer" not in kinds:
+            (v.vdir / "ref_acc.npz").unlink(missing_ok=True)
+        if not kinds & {"float", "integer"}:
+            (v.vdir / "ref_logits.npz").unlink(missing_ok=True)
+        v.save()
 
 
 def resolve_steps(steps=None, inject_after: Optional[dict] = None):
@@ -119,37 +358,48 @@ def run_build(cfg, from_step: Optional[str] = None, stop_step: Optional[str] = N
     """Run the pipeline; returns the build report dict. Raises the step's exception on
     failure after writing the (partial) report and verification.json."""
     ensure_finn_env()
+    import onnx
     from qonnx.core.modelwrapper import ModelWrapper
-
-    from .config import dump_config
 
     steps = resolve_steps(steps, inject_after)
     names = [n for n, _ in steps]
     for s, label in ((from_step, "--from-step"), (stop_step, "--stop-step")):
         if s is not None and s not in names:
-            raise ValueError(f"{label} {s!r}: unknown step; steps are: {', '.join(names)}")
-    build = Build(cfg)
-    start = 0
-    model = None
-    if from_step is not None:
-        start = names.index(from_step)
-        build.load_state()
+            raise ResumeError(f"{label} {s!r}: unknown step; steps are: {', '.join(names)}")
+    start = names.index(from_step) if from_step else 0
+    if stop_step is not None and names.index(stop_step) < start:
+        raise ResumeError(f"--stop-step {stop_step!r} comes before --from-step {from_step!r}")
+    out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"output_dir {out} is an existing file, not a directory; fix: "
+                             "remove it or set output_dir to another path")
+    if start > 0 and not out.is_dir():
+        raise ResumeError(f"cannot resume from {from_step!r}: {out} does not exist; run the "
+                          "full build (without --from-step)")
+    keep = {Path(f).resolve() for f in input_files(cfg).values()}
+    try:
+        if start == 0 and out.is_dir():  # nothing of an earlier run may pass for this one's
+            _remove(out, FRESH_REMOVES, keep=keep)
+        build = Build(cfg)
+        model = None
         if start > 0:
+            snap = _check_resume(build, names, start)  # refuses before anything changes
             prev = build.artifact(start - 1, names[start - 1])
-            if not prev.exists():
-                raise FileNotFoundError(
-                    f"cannot resume from {from_step!r}: {prev} does not exist (run the "
-                    "build from an earlier step first)")
-            model = ModelWrapper(str(prev))
-        # drop results of the steps that are re-run
-        build.state["step_times"] = {k: v for k, v in build.state.get("step_times", {}).items()
-                                     if k in names[:start]}
-    else:
-        build.state = {"started": _dt.datetime.now().isoformat(timespec="seconds")}
-    dump_config(cfg, build.out / "config.yaml")
-    build.state["config"] = cfg.to_dict()
-    build.state.setdefault("step_times", {})
-    build.state["steps"] = names
+            try:
+                model = ModelWrapper(str(prev))
+            except Exception as e:  # noqa: BLE001  (its sha256 is the one the build wrote)
+                raise ResumeError(f"cannot resume: {prev} is not a readable ONNX model ({e}); "
+                                  f"rebuild it: --from-step {names[start - 1]!r}") from None
+            _restore(build, snap, names, start, keep)
+        else:
+            build.state = {"started": _dt.datetime.now().isoformat(timespec="seconds")}
+        write_atomic(build.out / "config.yaml", lambda t: dump_config(cfg, t))
+        build.state["config"] = cfg.to_dict()
+        build.state.setdefault("step_times", {})
+        build.state["steps"] = names
+        build.save_state()
+    except OSError as e:
+        raise _dir_error(out, e) from None
     error = None
     t_build = time.time()
     for i in range(start, len(steps)):
@@ -158,8 +408,15 @@ def run_build(cfg, from_step: Optional[str] = None, stop_step: Optional[str] = N
         echo(f"[finn_build] step {i + 1}/{len(steps)} {name} ...")
         try:
             model = fn(model, build)
-        except Exception as e:  # record, report, re-raise
             build.state["step_times"][name] = round(time.time() - t, 2)
+            write_atomic(build.artifact(i, name),
+                         lambda p: onnx.save(model.model, str(p), format="protobuf"))
+            build.save_snapshot(i, name)
+            build.save_state()
+        except Exception as e:  # record, report, re-raise
+            if _is_dir_fault(e, build.out):
+                e = _dir_error(build.out, e)
+            build.state["step_times"].setdefault(name, round(time.time() - t, 2))
             build.state["failed_step"] = name
             build.state["error"] = {"type": type(e).__name__, "message": str(e),
                                     "traceback": traceback.format_exc()[-4000:]}
@@ -167,11 +424,7 @@ def run_build(cfg, from_step: Optional[str] = None, stop_step: Optional[str] = N
             echo(f"[finn_build] step {name} FAILED after {time.time() - t:.1f}s: "
                  f"{type(e).__name__}: {e}")
             break
-        dt = time.time() - t
-        build.state["step_times"][name] = round(dt, 2)
-        model.save(str(build.artifact(i, name)))
-        build.save_state()
-        echo(f"[finn_build]   done in {dt:.1f}s -> {build.artifact(i, name).name}")
+        echo(f"[finn_build]   done in {time.time() - t:.1f}s -> {build.artifact(i, name).name}")
         if name == stop_step:
             break
     if error is None:
@@ -179,10 +432,15 @@ def run_build(cfg, from_step: Optional[str] = None, stop_step: Optional[str] = N
         build.state.pop("error", None)
     build.state["total_seconds"] = round(sum(build.state["step_times"].values()), 2)
     build.state["wall_seconds_this_run"] = round(time.time() - t_build, 2)
-    build.save_state()
     from .report import write_reports
 
-    report = write_reports(build, model)
+    try:
+        build.save_state()
+        report = write_reports(build, model)
+    except OSError as e:
+        if isinstance(error, OutputDirError):
+            raise error from None
+        raise _dir_error(build.out, e) from None
     if error is not None:
         raise error
     return report
