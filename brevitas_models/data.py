@@ -27,8 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import PIL
 import torch
 from PIL import Image
+
+# One decoder (>8-bit images keep their top 8 bits) and one list of image file types, shared
+# with the board runtime so that training and the board read the same files the same way.
+from deploy.pynq.images import IMAGE_EXTS, ImageError, convert_image
 
 from .tasks import TaskSpec, get_task
 
@@ -36,8 +41,11 @@ log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SPLITS = ("train", "val", "test")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png")
-_CACHE_VERSION = 1  # bump when the cached content or its layout changes
+_CACHE_VERSION = 2  # bump when the cached content or its layout changes
+# Files a class folder may hold that are not images: skipped (and reported), never decoded.
+# Any other file that is not in IMAGE_EXTS is an error, not a silent skip.
+_NOT_IMAGE_EXTS = (".txt", ".csv", ".json", ".md", ".xml", ".yaml", ".yml", ".html", ".pdf",
+                   ".ini", ".db", ".log")
 
 
 # --------------------------------------------------------------------------- paths
@@ -139,13 +147,16 @@ def content_hash(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _decode(data: bytes, member: str, where, mode: str, size: int) -> tuple[np.ndarray, str]:
+def _decode(data: bytes, member: str, where, channels: int, size: int
+            ) -> tuple[np.ndarray, str]:
     """Decode one image -> (resized uint8 HxWxC array, hash of the native-resolution pixels)."""
     if not data:
         raise ValueError(f"empty image file {member!r} in {where}")
     try:
         with Image.open(io.BytesIO(data)) as im:
-            im = im.convert(mode)  # forces a full decode; truncated files fail here
+            im = convert_image(im, channels, member)  # the board's decoder, 16-bit rule included
+    except ImageError as e:
+        raise ValueError(f"{e} (in {where})") from e
     except Exception as e:  # PIL raises many types for bad data
         raise ValueError(f"cannot decode image {member!r} in {where}: {type(e).__name__}: {e}") from e
     h = content_hash(np.asarray(im))
@@ -155,12 +166,22 @@ def _decode(data: bytes, member: str, where, mode: str, size: int) -> tuple[np.n
     return (a[..., None] if a.ndim == 2 else a), h
 
 
-def _iter_tree(path: Path):
-    """Yield (relative posix name, bytes) for every regular file in a tar or directory."""
+def _dir_files(path: Path, prefixes) -> list[Path]:
+    """Regular files under the split folders of an unpacked tree (nothing else can matter)."""
+    files = set()
+    for pre in prefixes:
+        d = path / pre
+        if d.is_dir():
+            files.update(p for p in d.rglob("*") if p.is_file())
+    return sorted(files)
+
+
+def _iter_tree(path: Path, prefixes):
+    """Yield (relative posix name, bytes) for every regular file in a tar, or in the split
+    folders of a directory."""
     if path.is_dir():
-        for p in sorted(path.rglob("*")):
-            if p.is_file():
-                yield p.relative_to(path).as_posix(), p.read_bytes()
+        for p in _dir_files(path, prefixes):
+            yield p.relative_to(path).as_posix(), p.read_bytes()
         return
     try:
         tf = tarfile.open(path)
@@ -173,25 +194,20 @@ def _iter_tree(path: Path):
                 yield name, tf.extractfile(m).read()
 
 
-def _tree_cache_path(path: Path, task: TaskSpec, size: int) -> Path:
-    st = path.stat()
-    key = json.dumps([_CACHE_VERSION, str(path.resolve()), st.st_size, st.st_mtime_ns, size,
-                      task.channels, task.classes, task.split_dirs])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return cache_dir() / f"{task.name}-{size}px-{task.channels}ch-{digest}.npz"
+def _not_an_image(rel: str) -> bool:
+    """Hidden files and folders (incl. macOS ``._x.jpg``), __MACOSX, notes and tables."""
+    parts = rel.split("/")
+    return (any(p.startswith(".") or p == "__MACOSX" for p in parts)
+            or rel.lower().endswith(_NOT_IMAGE_EXTS))
 
 
-def _save_cache(file: Path, splits: dict[str, Split]) -> None:
+def _atomic_write(file: Path, write) -> None:
+    """write(binary file object) into a temp file, then rename: readers never see half a file."""
     file.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {}
-    for s, sp in splits.items():
-        arrays.update({f"{s}_images": sp.images, f"{s}_labels": sp.labels,
-                       f"{s}_names": np.array(sp.names), f"{s}_hashes": np.array(sp.hashes)})
-    # temp file + rename: concurrent or interrupted runs never see a half-written cache
     fd, tmp = tempfile.mkstemp(dir=file.parent, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # uncompressed: loads in ~1 s, zlib would cost more than disk
+            write(f)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared
         os.replace(tmp, file)
     except BaseException:
@@ -199,24 +215,86 @@ def _save_cache(file: Path, splits: dict[str, Split]) -> None:
         raise
 
 
-def _load_cache(file: Path) -> dict[str, Split] | None:
+def archive_sha256(path: Path) -> str:
+    """sha256 of an archive's bytes, memoized under cache_dir() by (path, size, mtime, ctime,
+    inode): hashed once per change of the file (any write changes ctime)."""
+    st = path.stat()
+    stamp = json.dumps([str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                        st.st_ino])
+    memo = cache_dir() / "sha256" / f"{hashlib.sha256(stamp.encode()).hexdigest()[:24]}.txt"
+    try:
+        digest = memo.read_text().strip()
+        if len(digest) == 64:
+            return digest
+    except OSError:
+        pass
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    _atomic_write(memo, lambda f: f.write(digest.encode()))
+    return digest
+
+
+def _tree_cache_path(path: Path, task: TaskSpec, size: int, prefixes) -> Path:
+    """Cache file for this source state: the key changes whenever any member's name, size or
+    content changes. A tar is keyed by its sha256; an unpacked tree by the relative name,
+    size, mtime and ctime of every file under its split folders (a rewrite changes ctime)."""
+    if path.is_dir():
+        source = ["dir", str(path.resolve())]
+        for p in _dir_files(path, prefixes):
+            st = p.stat()
+            source.append([p.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns,
+                           st.st_ctime_ns])
+    else:
+        source = ["tar", archive_sha256(path)]
+    # the Pillow version too: another libjpeg may decode the same JPEG to other pixels
+    key = json.dumps([_CACHE_VERSION, PIL.__version__, source, size, task.channels,
+                      task.classes, task.split_dirs])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_dir() / f"{task.name}-{size}px-{task.channels}ch-{digest}.npz"
+
+
+def _save_cache(file: Path, splits: dict[str, Split], skipped: list[str]) -> None:
+    arrays = {"skipped": np.array(skipped, dtype=str)}
+    for s, sp in splits.items():
+        arrays.update({f"{s}_images": sp.images, f"{s}_labels": sp.labels,
+                       f"{s}_names": np.array(sp.names), f"{s}_hashes": np.array(sp.hashes)})
+    # uncompressed: loads in ~1 s, zlib would cost more than disk
+    _atomic_write(file, lambda f: np.savez(f, **arrays))
+
+
+def _load_cache(file: Path) -> tuple[dict[str, Split], list[str]] | None:
     try:
         with np.load(file, allow_pickle=False) as z:
             splits = {k[:-len("_labels")] for k in z.files if k.endswith("_labels")}
-            return {s: Split(z[f"{s}_images"], z[f"{s}_labels"], z[f"{s}_names"].tolist(),
-                             z[f"{s}_hashes"].tolist()) for s in SPLITS if s in splits}
+            return ({s: Split(z[f"{s}_images"], z[f"{s}_labels"], z[f"{s}_names"].tolist(),
+                              z[f"{s}_hashes"].tolist()) for s in SPLITS if s in splits},
+                    z["skipped"].tolist())
     except Exception as e:  # a broken cache is rebuilt, never fatal
         log.warning("ignoring unreadable cache %s: %s", file, e)
         return None
 
 
-def load_image_tree(path, task: TaskSpec, size: int | None = None, use_cache: bool = True
-                    ) -> dict[str, Split]:
-    """Class-per-folder JPEG/PNG tree (a .tar or an unpacked directory) -> splits.
+def _report_skipped(task: TaskSpec, path: Path, skipped: list[str], report) -> None:
+    if report is not None:
+        report["skipped_files"] = list(skipped)
+    if skipped:
+        log.warning("%s: skipped %d files that are not images in %s (e.g. %s)", task.name,
+                    len(skipped), path, ", ".join(skipped[:3]))
 
-    Images are converted to the task's native channels (gray "L" or "RGB") and resized to
-    ``size`` (default: the task's native size) with PIL bicubic. ``hashes`` are taken before the
-    resize, at the file's own resolution. Decoded arrays are cached as npz under ``cache_dir()``.
+
+def load_image_tree(path, task: TaskSpec, size: int | None = None, use_cache: bool = True,
+                    report: dict | None = None) -> dict[str, Split]:
+    """Class-per-folder image tree (a .tar or an unpacked directory) -> splits.
+
+    Files of the types in ``IMAGE_EXTS`` are decoded with the board's ``convert_image`` to the
+    task's native channels (gray "L" or "RGB") and resized to ``size`` (default: the task's
+    native size) with PIL bicubic. ``hashes`` are taken before the resize, at the file's own
+    resolution. Hidden files and notes (``_NOT_IMAGE_EXTS``) are skipped and listed in
+    ``report["skipped_files"]``; any other file is an error. Decoded arrays are cached as npz
+    under ``cache_dir()``, keyed by the source's content (see ``_tree_cache_path``).
     """
     path = Path(path)
     size = size or task.size
@@ -224,25 +302,34 @@ def load_image_tree(path, task: TaskSpec, size: int | None = None, use_cache: bo
         raise FileNotFoundError(f"image tree for task {task.name!r} not found: {path}")
     if not task.split_dirs:
         raise ValueError(f"task {task.name!r} has no split_dirs; it is not an image tree task")
-    cfile = _tree_cache_path(path, task, size) if use_cache else None
+    prefixes = {s: d.strip("/") + "/" for s, d in task.split_dirs.items()}
+    cfile = _tree_cache_path(path, task, size, prefixes.values()) if use_cache else None
     if cfile is not None and cfile.is_file():
         cached = _load_cache(cfile)
         if cached is not None:
             log.info("loaded %s from cache %s", task.name, cfile)
-            return cached
+            _report_skipped(task, path, cached[1], report)
+            return cached[0]
 
-    mode = "L" if task.channels == 1 else "RGB"
-    prefixes = {s: d.strip("/") + "/" for s, d in task.split_dirs.items()}
     items: dict[str, list] = {s: [] for s in task.split_dirs}
-    for name, data in _iter_tree(path):
+    skipped = []
+    for name, data in _iter_tree(path, prefixes.values()):
         split = next((s for s, p in prefixes.items() if name.startswith(p)), None)
-        if split is None or not name.lower().endswith(IMAGE_EXTS):
+        if split is None:
             continue
-        parts = name[len(prefixes[split]):].split("/")
+        rel = name[len(prefixes[split]):]
+        if _not_an_image(rel):
+            skipped.append(name)
+            continue
+        if not rel.lower().endswith(IMAGE_EXTS):
+            raise ValueError(f"file {name!r} in {path} is not an image type read here "
+                             f"({', '.join(IMAGE_EXTS)}); convert it to PNG or move it out of "
+                             "the class folder")
+        parts = rel.split("/")
         if len(parts) != 2 or parts[0] not in task.classes:
             raise ValueError(f"unexpected member {name!r} in {path}: expected "
                              f"{prefixes[split]}<class>/<file> with class in {list(task.classes)}")
-        img, h = _decode(data, name, path, mode, size)
+        img, h = _decode(data, name, path, task.channels, size)
         items[split].append((name, task.classes.index(parts[0]), img, h))
 
     out = {}
@@ -253,8 +340,10 @@ def load_image_tree(path, task: TaskSpec, size: int | None = None, use_cache: bo
         out[s] = Split(np.stack([r[2] for r in rows]), np.array([r[1] for r in rows], np.int64),
                        [r[0] for r in rows], [r[3] for r in rows])
         _check_split(s, out[s], task, path)
+    skipped.sort()
+    _report_skipped(task, path, skipped, report)
     if cfile is not None:
-        _save_cache(cfile, out)
+        _save_cache(cfile, out, skipped)
     return out
 
 
@@ -406,7 +495,8 @@ def load_task(name_or_spec, root=None, size: int | None = None, channels: int | 
     if task.fmt == "npz":
         splits = load_npz(src, task)
     elif task.fmt == "image_tar":
-        splits = load_image_tree(src, task, size)  # decode straight to `size`: one resize only
+        # decode straight to `size`: one resize only
+        splits = load_image_tree(src, task, size, report=report)
     else:
         raise ValueError(f"task {task.name!r} has unknown fmt {task.fmt!r}")
     if dedup is None:

@@ -269,9 +269,15 @@ def test_cache_reused_and_invalidated(tmp_path):
         np.savez(f, **arrays)
     second = data.load_image_tree(tar, spec, 48)
     assert second["test"].images.max() == 0 and second["test"].names == first["test"].names
-    # a changed source (new mtime) must not use the old cache
+    # the key is the archive's content: a touched but unchanged tar still uses the cache...
     st = tar.stat()
     os.utime(tar, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert data.load_image_tree(tar, spec, 48)["test"].images.max() == 0
+    # ...and a changed one never does (same bytes but one, same size, same mtime)
+    raw = bytearray(tar.read_bytes())
+    raw[-1] ^= 1  # tar padding: the images are the same, the archive is not
+    tar.write_bytes(bytes(raw))
+    os.utime(tar, ns=(st.st_atime_ns, st.st_mtime_ns))
     third = data.load_image_tree(tar, spec, 48)
     np.testing.assert_array_equal(third["test"].images, first["test"].images)
     assert len(list(data.cache_dir().glob("tiny_brain_mri-48px-*.npz"))) == 2

@@ -140,8 +140,10 @@ def test_runtime_on_simulated_overlay_classifies_every_task(tiny, overlay, arch)
     preprocessing, host pre-ops, numpy packing, IODMA register protocol, unpacking, post ops)
     -> the faked board's DMAs -> Verilator RTL of the build. Inputs are bit-identical to the
     project loader's; accumulators, logits and labels equal the python golden computed here
-    and the build's recorded expected outputs; partial DMA batches included."""
+    and the build's recorded expected outputs; partial DMA batches included. Samples of
+    classes the build verified no image of come from the test split (the loader's image)."""
     from deploy.pynq.sim_overlay import partition_model_path
+    from finn_build.data import load_images
 
     cfg, rep, pkg = tiny(arch)
     ov = overlay(arch)
@@ -150,14 +152,23 @@ def test_runtime_on_simulated_overlay_classifies_every_task(tiny, overlay, arch)
     ver_x = np.load(out / "verification" / "inputs.npz")["x"]  # project loader, NCHW
     meta = json.loads((pkg / "metadata.json").read_text())
     assert {e["task"] for e in exp} == {t["name"] for t in meta["tasks"]}
-    clf = Classifier(pkg, ov, ov.allocate, batch_size=3)  # 4 images per task: 3 + 1
+    clf = Classifier(pkg, ov, ov.allocate, batch_size=3)  # 4 or 8 images per task: 3 + ...
     n_runs = len(ov.runs)
+    size, ch = meta["input"]["size"], meta["input"]["channels"]
     for task in [t["name"] for t in meta["tasks"]]:
         items = [e for e in exp if e["task"] == task]
         files = [pkg / e["file"] for e in items]
         x = clf.load(files, task)
-        want_x = ver_x[[e["verification_index"] for e in items]].transpose(0, 2, 3, 1)
-        assert x.dtype == np.uint8 and np.array_equal(x, want_x), task
+        want_x = []
+        for e in items:
+            if e["source"] == "verification":
+                want_x.append(ver_x[e["verification_index"]].transpose(1, 2, 0))
+            else:  # the whole split through the project loader, in order
+                imgs, labels, _ = load_images(task, e["split"], sys.maxsize, size, ch,
+                                              cfg.verify.data_root)
+                assert labels[e["split_index"]] == e["true_label_index"], e["file"]
+                want_x.append(imgs[e["split_index"]])
+        assert x.dtype == np.uint8 and np.array_equal(x, np.stack(want_x)), task
         res = clf.classify(files, task)
         acc = np.array([r["acc"] for r in res])
         gold = _golden(partition_model_path(out), clf.dataflow_input(x))
@@ -171,7 +182,9 @@ def test_runtime_on_simulated_overlay_classifies_every_task(tiny, overlay, arch)
             p = np.array(list(r["probabilities"].values()))
             assert abs(p.sum() - 1) < 1e-9 and int(np.argmax(p)) == r["label_index"]
     runs = ov.runs[n_runs:]
-    assert [r["images"] for r in runs] == [3, 1] * len(meta["tasks"])
+    counts = [sum(1 for e in exp if e["task"] == t["name"]) for t in meta["tasks"]]
+    assert [r["images"] for r in runs] == sum(([3] * (n // 3) + [n % 3] * (n % 3 > 0)
+                                               for n in counts), [])
     # the RTL's steady-state interval next to FINN's estimate, as in the rtlsim step
     iv = runs[0]["interval_cycles"]
     assert 0.9 * rep["estimates"]["max_cycles"] <= iv <= 2.0 * rep["estimates"]["max_cycles"]
@@ -309,12 +322,57 @@ def test_cli_errors_are_one_line_with_exit_code_2(tiny, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: ") and msg in lines[0], r.stderr
 
 
+def test_cli_classify_reports_an_unreadable_file_per_row_on_simulated_overlay(tiny, overlay,
+                                                                              tmp_path):
+    """simulated_overlay: a folder of the package's real test images plus one corrupt file ->
+    the others classified as expected, the bad file in its own row (status error), exit 1;
+    with --strict: exit 2, one error naming the file, no output file and no temp file."""
+    import csv
+
+    cfg, rep, pkg = tiny("mlp")
+    overlay("mlp")  # compiled once here; the subprocesses find it in the cache
+    task = "tiny_bloodmnist"
+    exp = [e for e in json.loads((pkg / "samples" / "expected.json").read_text())["images"]
+           if e["task"] == task]
+    d = tmp_path / "in"
+    d.mkdir()
+    for e in exp:
+        shutil.copy(pkg / e["file"], d / Path(e["file"]).name)
+    (d / "zz_broken.png").write_bytes(b"this is not a png")
+    cli = [sys.executable, "-m", "deploy.pynq.cli", "classify", str(d), "--task", task,
+           "--simulate-build", str(cfg.out_dir), "--batch-size", "3", "--chunk", "2"]
+    r = subprocess.run(cli + ["--format", "csv", "--out", str(tmp_path / "r.csv")], cwd=pkg,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr
+    assert f"1 of {len(exp) + 1} inputs could not be read" in r.stderr
+    assert "zz_broken.png" in r.stderr
+    with open(tmp_path / "r.csv", newline="") as f:
+        rows = {Path(row["input"]).name: row for row in csv.DictReader(f)}
+    assert len(rows) == len(exp) + 1
+    bad = rows.pop("zz_broken.png")
+    assert bad["status"] == "error" and "zz_broken.png: cannot decode the image" in bad["error"]
+    assert bad["label"] == ""
+    for e in exp:
+        row = rows[Path(e["file"]).name]
+        assert row["status"] == "ok" and row["label"] == e["expected"]["label"], e["file"]
+    r = subprocess.run(cli + ["--strict", "--out", str(tmp_path / "s.json")], cwd=pkg,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "zz_broken.png: cannot decode" in last
+    assert "--strict" in last
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "r.csv"]
+
+
 # ---------------------------------------------------------------------------- (c) package
 
 def test_deploy_package_archive_runs_its_cli_on_simulated_overlay(tiny, overlay, tmp_path):
     """`make deploy-package` (its module, as a subprocess) -> one tar.gz; unpacked in a fresh
     directory, the package's own CLI classifies its real test images of every task through
-    the simulated overlay (board and Vivado faked, RTL simulated) and passes its selftest."""
+    the simulated overlay (board and Vivado faked, RTL simulated) and passes its selftest.
+    The samples show every class of every task (tiny_bloodmnist: 8 classes, only 4 verified
+    images: the other 4 classes from the test split) and selftest runs and reports them all;
+    a wrong expected output of a test-split sample makes it fail."""
     cfg, rep, pkg = tiny("mlp")
     overlay("mlp")  # compiled once here; the subprocesses find it in the cache
     conf = Path(cfg.out_dir) / "config.yaml"
@@ -342,6 +400,33 @@ def test_deploy_package_archive_runs_its_cli_on_simulated_overlay(tiny, overlay,
     exp = json.loads((root / "samples" / "expected.json").read_text())["images"]
     assert {e["task"] for e in exp} == {t["name"] for t in meta["tasks"]}
     assert all((root / e["file"]).is_file() for e in exp)
+    # every class of every task has a sample (1..2 each), its true class in the file name and
+    # only these files in samples/<task>/
+    every = {(t["name"], c) for t in meta["tasks"] for c in t["classes"]}
+    assert {(e["task"], e["true_label"]) for e in exp} == every
+    for t in meta["tasks"]:
+        mine = [e for e in exp if e["task"] == t["name"]]
+        assert sorted(p.name for p in (root / "samples" / t["name"]).iterdir()) == \
+            sorted(Path(e["file"]).name for e in mine)
+        for c in t["classes"]:
+            assert 1 <= sum(e["true_label"] == c for e in mine) <= 2, (t["name"], c)
+        assert all(Path(e["file"]).stem.endswith(e["true_label"].replace(" ", "_"))
+                   for e in mine)
+    # verification images first; the test split only for classes the build verified none of
+    # (tiny_bloodmnist: 8 classes, verify.images_per_task 4)
+    ver = json.loads((Path(cfg.out_dir) / "verification" / "results.json").read_text())["images"]
+    verified = {(d["task"], d["label"]) for d in ver}
+    for e in exp:
+        key = (e["task"], e["true_label_index"])
+        if e["source"] == "verification":
+            d = ver[e["verification_index"]]
+            assert (d["task"], d["label"]) == key, e["file"]
+        else:
+            assert e["source"] == "split" and e["verification_index"] is None
+            assert key not in verified, e["file"]
+    split_items = [e for e in exp if e["source"] == "split"]
+    assert {e["task"] for e in split_items} == {"tiny_bloodmnist"} and len(split_items) == 4
+    assert "every class" in (root / "README.md").read_text()
     cli = [sys.executable, "-m", "deploy.pynq.cli"]
     sim = ["--simulate-build", str(cfg.out_dir)]
     r = subprocess.run(cli + ["selftest"] + sim, cwd=root, capture_output=True, text=True,
@@ -351,6 +436,26 @@ def test_deploy_package_archive_runs_its_cli_on_simulated_overlay(tiny, overlay,
     assert st["status"] == "pass" and st["passed"] == st["images"] == len(exp)
     assert st["runtime"] == str((root / "deploy" / "pynq").resolve())  # the unpacked copy ran
     assert st["overlay"].startswith("simulated")
+    # selftest ran every class of every task through the RTL
+    assert sorted(r["file"] for r in st["results"]) == sorted(e["file"] for e in exp)
+    assert {(r["task"], r["true_label"]) for r in st["results"]
+            if r["status"] == "pass"} == every
+    assert st["coverage"] == {t["name"]: {
+        "images": sum(e["task"] == t["name"] for e in exp), "classes": t["classes"],
+        "classes_without_image": []} for t in meta["tasks"]}
+    # ... and compares them: a wrong expected accumulator of a test-split sample fails it
+    bad_pkg = tmp_path / "bad_pkg"
+    shutil.copytree(root, bad_pkg)
+    ej = json.loads((bad_pkg / "samples" / "expected.json").read_text())
+    hit = next(e for e in ej["images"] if e["source"] == "split")
+    hit["expected"]["acc"][0] += 1
+    (bad_pkg / "samples" / "expected.json").write_text(json.dumps(ej))
+    r = subprocess.run(cli + ["selftest"] + sim, cwd=bad_pkg, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr
+    st = json.loads(r.stdout)
+    assert st["status"] == "fail" and st["passed"] == len(exp) - 1
+    assert [(m["file"], m["differs"]) for m in st["mismatches"]] == [(hit["file"], ["acc"])]
     task = "tiny_bloodmnist"
     r = subprocess.run(cli + ["classify", f"samples/{task}", "--task", task, "--format", "csv",
                               "--out", "r.csv", "--batch-size", "3"] + sim,
@@ -360,6 +465,11 @@ def test_deploy_package_archive_runs_its_cli_on_simulated_overlay(tiny, overlay,
     want = [e for e in exp if e["task"] == task]
     assert len(rows) == 1 + len(want) and rows[0].startswith("input,task,label,label_index")
     assert [row.split(",")[2] for row in rows[1:]] == [e["expected"]["label"] for e in want]
+    # the folder shows every class (file names in class order: NN_<class>.png)
+    classes = next(t["classes"] for t in meta["tasks"] if t["name"] == task)
+    assert [Path(row.split(",")[0]).stem[3:] for row in rows[1:]] == \
+        [e["true_label"].replace(" ", "_") for e in want]
+    assert {e["true_label"] for e in want} == set(classes) and len(classes) == 8
     r = subprocess.run(cli + ["throughput", "--batch-size", "8", "--repeats", "1"] + sim,
                        cwd=root, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -367,6 +477,16 @@ def test_deploy_package_archive_runs_its_cli_on_simulated_overlay(tiny, overlay,
     assert tp["interval_cycles_per_image"] == rep["estimates"]["max_cycles"]
     assert tp["fps_at_clock"] == pytest.approx(cfg.clock_mhz * 1e6
                                                / tp["interval_cycles_per_image"], rel=1e-6)
+
+
+def test_package_sample_selection_covers_every_class():
+    """Up to ``per_class`` verification images of each class, in class order then
+    verification order; classes without one are reported (filled from the split)."""
+    from deploy.pynq.package import pick_samples
+
+    assert pick_samples([1, 0, 0, 1, 2, 0, 1], 4, 2) == ([1, 2, 0, 3, 4], [3])
+    assert pick_samples([0, 1, 2, 3], 8, 2) == ([0, 1, 2, 3], [4, 5, 6, 7])
+    assert pick_samples([1, 1, 1], 2, 1) == ([0], [0])
 
 
 def test_deploy_package_of_a_missing_build_says_what_to_run(tmp_path):

@@ -11,12 +11,17 @@ input size and channel count:
 
 An image file given to the runtime is decoded to the task's native mode and goes through the
 task's path above, so a PNG of a MedMNIST image gives the training pixels bit for bit.
+
+Decoding to 8 bit is ``convert_image``, shared with training: images with more than 8 bits per
+sample (16-bit PNG/TIFF, PIL modes ``I;16*`` and ``I``) keep their top 8 bits (``v >> 8``, the
+rule PIL itself applies to 16-bit RGB PNGs); PIL's own ``convert`` would saturate them to 255.
+``IMAGE_EXTS`` is the one list of image file types, for training trees and for the runtime.
 """
 from __future__ import annotations
 
 import numpy as np
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # training trees read the same
 RAW_EXTS = (".npy",)
 
 
@@ -52,6 +57,23 @@ def resize(img: np.ndarray, size: int) -> np.ndarray:
     return r[..., None] if c == 1 else r
 
 
+def convert_image(im, channels: int, name="image"):
+    """PIL image -> PIL image in mode "L" (channels=1) or "RGB", 8 bits per sample.
+
+    16-bit and 32-bit integer gray (modes ``I;16*``, ``I``, taken as 0..65535) keep their top
+    8 bits, ``v >> 8``: PIL's ``convert`` clips them at 255 instead, which turns a 16-bit X-ray
+    white. Float images have no known range and are refused."""
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.clip(np.asarray(im).astype(np.int64), 0, 65535) >> 8
+        im = Image.fromarray(a.astype(np.uint8))  # 2-D uint8 -> mode "L"
+    elif im.mode == "F":
+        raise ImageError(f"{name}: 32-bit float image (PIL mode F) has no fixed pixel range; "
+                         "save it as 8- or 16-bit PNG/TIFF")
+    return im.convert("L" if channels == 1 else "RGB")  # full decode: bad data fails here
+
+
 def decode(path, channels: int) -> np.ndarray:
     """Image file -> uint8 HxWxC in the given native channel count (PIL ``convert``)."""
     try:
@@ -61,9 +83,11 @@ def decode(path, channels: int) -> np.ndarray:
                          "raw .npy arrays)") from None
     try:
         with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")  # full decode: bad data fails here
+            im = convert_image(im, channels, path)
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
+    except ImageError:
+        raise
     except Exception as e:  # PIL raises many types for bad data
         raise ImageError(f"{path}: cannot decode the image ({type(e).__name__}: {e}); pass a "
                          "valid PNG/JPEG/BMP/TIFF file or a .npy uint8 array") from None

@@ -9,9 +9,12 @@ writes ``<out-dir>/<name>.tar.gz`` (temp name, then renamed) holding ``<name>/``
 - ``bitfile/<name>.bit`` + ``.hwh`` when the build has them (a Vivado build); otherwise
   ``metadata.bitfile`` is null and both READMEs say so;
 - ``deploy/pynq/``: the runtime (numpy + pynq on the board; ``sim_overlay.py`` is host only);
-- ``samples/<task>/*.png``: real test images of every task (the build's verification images,
-  native channels) and ``samples/expected.json``: their expected accumulators, logits and
-  labels from the build's python golden (``verification/stage_folded.npz``);
+- ``samples/<task>/NN_<class>.png``: real test images of every class of every task (native
+  channels; up to ``--images-per-class`` of the build's verification images of each class, a
+  class the build verified none of: its first image of the verification split, see
+  ``make_samples``) and ``samples/expected.json``: their true labels and expected
+  accumulators, logits and labels from the build's python golden
+  (``verification/stage_folded.npz``);
 - ``README.md``: the short board README (``docs/board_guide.md`` is the full guide).
 """
 from __future__ import annotations
@@ -150,20 +153,66 @@ def make_metadata(build_dir: Path, cfg) -> dict:
         "host_ops": {"pre": host["pre"], "post": host["post"]},
         "dma": dma,
         "performance": {k: es.get(k) for k in (
-            "max_cycles", "est_fps", "est_latency_us", "bottleneck", "rtlsim_cycles_per_image",
-            "rtlsim_fps", "rtlsim_latency_us") if k in es},
+            "max_cycles", "est_fps", "est_latency_us", "bottleneck", "fifo_depths",
+            "measured_cycles_per_image", "measured_fps", "measured_latency_us",
+            "rtlsim_cycles_per_image", "rtlsim_fps", "rtlsim_latency_us") if k in es},
         "build": {"dir": str(b.resolve()), "partition": onnx.name,
                   "partition_sha256": sha256(onnx)},
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
     }
 
 
-def make_samples(build_dir: Path, cfg, md: dict, per_task: int, root, data_dir=None) -> dict:
-    """Write ``samples/<task>/*.png`` under ``root`` -> the expected.json dict."""
+def pick_samples(labels, n_classes: int, per_class: int) -> tuple[list, list]:
+    """Which of a task's verification images go into the package.
+
+    ``labels``: the true labels of the task's verification images, in verification order.
+    -> (positions into ``labels``, ordered by class and then verification order: up to
+    ``per_class`` of every class; classes with no verification image at all)."""
+    labels = [int(x) for x in labels]
+    picks, missing = [], []
+    for c in range(n_classes):
+        mine = [j for j, lab in enumerate(labels) if lab == c][:per_class]
+        picks += mine
+        if not mine:
+            missing.append(c)
+    return picks, missing
+
+
+def python_golden(build_dir, host: dict, x_nchw: np.ndarray) -> tuple:
+    """FINN's python execution of the build's folded dataflow partition between the host ops
+    (as the build's ``folded`` verification stage) -> (acc [n, outputs], float32 logits)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from finn_build.rtlsim.flow import golden_context
+
+    from . import host_ops as H
+
+    m = ModelWrapper(str(partition_model_path(build_dir)))
+    oname = m.graph.output[0].name
+    xd = [H.apply_pre(host, np.asarray(x, np.float32)[None]) for x in x_nchw]
+    acc = np.stack([np.asarray(c[oname]).reshape(-1) for c in golden_context(m, xd)])
+    logits = np.stack([H.apply_post(host, a[None]).reshape(-1) for a in acc])
+    return acc, logits.astype(np.float32)
+
+
+def make_samples(build_dir: Path, cfg, md: dict, per_class: int, root, data_dir=None,
+                 log=None) -> dict:
+    """Write ``samples/<task>/NN_<class>.png`` under ``root`` -> the expected.json dict.
+
+    Selection (deterministic): per task, up to ``per_class`` of the build's verification
+    images of every class (the build's draw: seeded, class-stratified, so a build with
+    ``verify.images_per_task`` >= the number of classes verified every class), in class
+    order. A class the build verified no image of (``images_per_task`` smaller than the
+    number of classes, e.g. the tiny test builds) gets the first image of that class in the
+    verification split, with its expected outputs from FINN's python execution of the same
+    partition at packaging time (``"source": "split"``): a user expects a sample of every
+    class, and the python golden is what the build's own expected outputs are; it is checked
+    here to reproduce the build's golden on that task's verified samples."""
     from PIL import Image
 
     from finn_build.data import load_images
 
+    log = log or (lambda msg: print(msg, file=sys.stderr))
     b = Path(build_dir)
     res = json.loads((b / "verification" / "results.json").read_text())
     info = res["images"]
@@ -171,44 +220,94 @@ def make_samples(build_dir: Path, cfg, md: dict, per_task: int, root, data_dir=N
     gold = np.load(b / "verification" / "stage_folded.npz")
     rtl = b / "verification" / "stage_rtlsim.npz"
     rtl = np.load(rtl) if rtl.exists() else None
+    rtl_images = [int(i) for i in rtl["images"]] if rtl is not None else []
     size, ch = md["input"]["size"], md["input"]["channels"]
     v = cfg.verify
+    root_data = data_dir or v.data_root
     out = {"source": "the build's python golden: verification/stage_folded.npz (folded "
-                     "dataflow partition, FINN python execution, + host ops)",
+                     "dataflow partition, FINN python execution, + host ops); images with "
+                     "\"source\": \"split\" (classes the build verified no image of): the same "
+                     "partition, FINN python execution at packaging time",
+           "selection": f"per task, up to {per_class} of the build's verification images of "
+                        "every class; a class without one: its first image in the "
+                        f"{v.split!r} split",
            "checked_against_rtlsim": rtl is not None, "images": []}
     for t in md["tasks"]:
         idx = [i for i, d in enumerate(info) if d["task"] == t["name"]]
         nat_size = t["native_size"] if t["source_format"] == "npz" else size
         nat, labels, _ = load_images(t["name"], v.split, v.images_per_task, nat_size,
-                                     t["native_channels"], data_dir or v.data_root, seed=v.seed)
+                                     t["native_channels"], root_data, seed=v.seed)
         if len(nat) != len(idx):
             raise DeployError(f"{t['name']}: {len(nat)} images from the data set, {len(idx)} in "
                               "the build's verification set; package with the build's data")
+        for j, i in enumerate(idx):
+            if int(labels[j]) != info[i]["label"]:
+                raise DeployError(f"{t['name']} image {j}: label {int(labels[j])} != "
+                                  f"verification label {info[i]['label']}; package with the "
+                                  "build's data")
+        # (png pixels at native size/channels, model input HxWxC uint8, acc, float32 logits,
+        #  true label, entry fields)
+        items = []
+        picks, missing = pick_samples(labels, len(t["classes"]), per_class)
+        for j in picks:
+            i = idx[j]
+            acc = gold["acc"][i]
+            if i in rtl_images and not np.array_equal(rtl["acc"][rtl_images.index(i)], acc):
+                raise DeployError(f"{t['name']} verification image {i}: rtlsim and python "
+                                  "golden differ in the build")
+            items.append((nat[j], inputs[i].transpose(1, 2, 0), acc,
+                          gold["logits"][i].astype(np.float32), int(labels[j]),
+                          {"source": "verification", "verification_index": int(i),
+                           "checked_against_rtlsim": i in rtl_images}))
+        if missing:
+            names = ", ".join(t["classes"][c] for c in missing)
+            all_nat, all_lab, src = load_images(t["name"], v.split, sys.maxsize, nat_size,
+                                                t["native_channels"], root_data)
+            all_in, all_lab2, _ = load_images(t["name"], v.split, sys.maxsize, size, ch,
+                                              root_data)
+            if not np.array_equal(all_lab, all_lab2):
+                raise DeployError(f"{t['name']}: the {v.split!r} split's labels differ between "
+                                  "its native and model-input loads")
+            ks = []
+            for c in missing:
+                where = np.flatnonzero(all_lab == c)
+                if not len(where):
+                    raise DeployError(f"{t['name']}: class {t['classes'][c]!r} has no image in "
+                                      f"the {v.split!r} split of {src}, so the package cannot "
+                                      "show it; check the data set")
+                ks.append(int(where[0]))
+            x = all_in[ks].transpose(0, 3, 1, 2).astype(np.float32)
+            acc_s, lg_s = python_golden(b, md["host_ops"], np.concatenate(
+                [x, inputs[[idx[j] for j in picks]]]))
+            for n, j in enumerate(picks):  # this execution == the build's golden
+                if not (np.array_equal(acc_s[len(ks) + n], gold["acc"][idx[j]]) and
+                        np.array_equal(lg_s[len(ks) + n],
+                                       gold["logits"][idx[j]].astype(np.float32))):
+                    raise DeployError(f"{t['name']} verification image {idx[j]}: python "
+                                      "execution of the partition now differs from the "
+                                      "build's golden (build changed since verification?)")
+            for n, (c, k) in enumerate(zip(missing, ks)):
+                items.append((all_nat[k], all_in[k], acc_s[n], lg_s[n], c,
+                              {"source": "split", "split": v.split, "split_index": k,
+                               "verification_index": None, "checked_against_rtlsim": False}))
+            log(f"note: {t['name']}: the build verified no image of class {names} "
+                f"(verify.images_per_task {v.images_per_task}, {len(t['classes'])} classes); "
+                f"packaged the first {v.split} image of each, expected outputs from FINN's "
+                "python execution of the partition")
+        items.sort(key=lambda it: it[4])  # class order (stable: verification order within)
         (root / "samples" / t["name"]).mkdir(parents=True, exist_ok=True)
-        for j, i in enumerate(idx[:per_task]):
-            lab = int(labels[j])
-            if lab != info[i]["label"]:
-                raise DeployError(f"{t['name']} image {j}: label {lab} != verification label "
-                                  f"{info[i]['label']}; package with the build's data")
+        for j, (a, want, acc, lg, lab, src_info) in enumerate(items):
             rel = f"samples/{t['name']}/{j:02d}_{t['classes'][lab].replace(' ', '_')}.png"
-            a = nat[j]
             Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(root / rel)
-            want = inputs[i].transpose(1, 2, 0)
             got = I.from_file(root / rel, t, size, ch)
             if not np.array_equal(got, want):
-                raise DeployError(f"{rel}: the runtime's preprocessing differs from the build's "
-                                  "verification input (data set changed since the build?)")
-            acc = gold["acc"][i]
-            if rtl is not None and i in list(rtl["images"]):
-                k = list(rtl["images"]).index(i)
-                if not np.array_equal(rtl["acc"][k], acc):
-                    raise DeployError(f"{rel}: rtlsim and python golden differ in the build")
-            lg = gold["logits"][i].astype(np.float32)
+                raise DeployError(f"{rel}: the runtime's preprocessing differs from the project "
+                                  "loader's model input (data set changed since the build?)")
             a0, a1 = t["slice"]
             k = int(np.argmax(lg[a0:a1]))
             out["images"].append({
                 "file": rel, "task": t["name"], "true_label": t["classes"][lab],
-                "true_label_index": lab, "verification_index": int(i),
+                "true_label_index": lab, **src_info,
                 "expected": {"label": t["classes"][k], "label_index": k,
                              "acc": [int(x) for x in acc],
                              "logits": [float(x) for x in lg]}})
@@ -217,8 +316,12 @@ def make_samples(build_dir: Path, cfg, md: dict, per_task: int, root, data_dir=N
 
 def board_readme(md: dict, samples: dict) -> str:
     gray = {1: "gray", 3: "RGB"}
+    def packaged(t):  # "normal x2, pneumonia x2": the packaged samples per class
+        n = [sum(1 for e in samples["images"] if e["task"] == t["name"]
+                 and e["true_label_index"] == c) for c in range(len(t["classes"]))]
+        return ", ".join(f"{c} x{k}" for c, k in zip(t["classes"], n))
     tasks = "\n".join(f"| `{t['name']}` | {', '.join(t['classes'])} | "
-                      f"{gray[t['native_channels']]} |" for t in md["tasks"])
+                      f"{gray[t['native_channels']]} | {packaged(t)} |" for t in md["tasks"])
     perf = "\n".join(f"- `{k}`: {v}" for k, v in md.get("performance", {}).items())
     n = md["name"]
     if md["bitfile"]:
@@ -228,6 +331,7 @@ def board_readme(md: dict, samples: dict) -> str:
                f"into `bitfile/` as `{n}.bit` / `{n}.hwh` and set `\"bitfile\": "
                f"\"bitfile/{n}.bit\"` and `\"hwh\": \"bitfile/{n}.hwh\"` in `metadata.json`.")
     first = md["tasks"][0]["name"]
+    nsamp = len(samples["images"])
     size, ch = md["input"]["size"], md["input"]["channels"]
     cli = "python3 -m deploy.pynq.cli"
     dmas = f"`{md['dma']['input']['name']}` / `{md['dma']['output']['name']}`"
@@ -238,9 +342,13 @@ Multi-task classifier: {size}x{size} {gray[ch]} input, FINN all-RTL dataflow at
 
 Bitfile: {bit}
 
-| task | classes | images as trained |
-|---|---|---|
+| task | classes | images as trained | test images in `samples/<task>/` |
+|---|---|---|---|
 {tasks}
+
+`samples/<task>/NN_<class>.png` are real test images of every class (the class they truly are
+is in the file name and `true_label` in `samples/expected.json`, next to the output the model
+is expected to give; a model's answer can differ from the true class).
 
 ## On the board (PYNQ 3.x image, Python 3.10)
 
@@ -250,15 +358,23 @@ PYNQ programs the FPGA only as root, from its virtual environment: `sudo -i`, th
 ```sh
 cd {n}
 {cli} info
-{cli} selftest        # the {len(samples['images'])} packaged test images vs their expected outputs
-{cli} classify samples/{first} --task {first} --format csv
+{cli} selftest        # the {nsamp} packaged test images (every class) vs expected outputs
+{cli} classify samples/{first} --task {first} --format csv   # every class
 {cli} classify /path/to/folder --task {first} --out results.json
 {cli} throughput --batch-size 1000
 ```
 
 Inputs: image files (PNG/JPEG/BMP/TIFF: decoded, resized and channel-converted exactly as in
-training) or `.npy` uint8 arrays already at the model input ({size}x{size}x{ch}). Errors are
-one line (`error: ...`, exit code 2) naming the problem and the fix.
+training) or `.npy` uint8 arrays already at the model input ({size}x{size}x{ch}); other files
+in a folder are skipped and listed (`skipped` in the JSON, a note on stderr).
+
+An input that cannot be read (does not decode, or a `.npy` of the wrong shape or dtype) gets
+its own row with `status` `error` and the reason in `error` (CSV columns, JSON fields; the
+JSON's `failed` counts them); the other inputs are still classified, the exit code is 1 and
+one line on stderr says how many failed. `--strict` stops at the first unreadable input
+instead: exit code 2, nothing written. Every other error (unknown task, missing input path
+or bitfile, `pynq` not importable, ...) is one line, `error: ...`, exit code 2, naming the
+problem and the fix. Exit code 0: every input classified.
 
 Build figures (FINN estimate; `rtlsim_*`: Verilator simulation of the RTL; dataflow only,
 without DMA and host costs):
@@ -277,7 +393,7 @@ Full guide: `docs/board_guide.md` in the medfpga repository.
 """
 
 
-def build_package(build_dir, cfg, out_dir, per_task: int = 4, data_dir=None) -> Path:
+def build_package(build_dir, cfg, out_dir, per_class: int = 2, data_dir=None) -> Path:
     """-> path of ``<out_dir>/<name>.tar.gz`` (written to a temp name, then renamed)."""
     b = Path(build_dir)
     for need in ("host_ops.json", "model/model.meta.json", "build_report.json",
@@ -295,7 +411,7 @@ def build_package(build_dir, cfg, out_dir, per_task: int = 4, data_dir=None) -> 
         for f in sorted(HERE.glob("*.py")):
             if f.name not in HOST_ONLY:
                 (root / "deploy" / "pynq" / f.name).write_bytes(f.read_bytes())
-        samples = make_samples(b, cfg, md, per_task, root, data_dir)
+        samples = make_samples(b, cfg, md, per_class, root, data_dir)
         (root / "samples" / "expected.json").write_text(json.dumps(samples, indent=1))
         if md["bitfile"]:
             (root / "bitfile").mkdir()
@@ -322,15 +438,18 @@ def main(argv=None) -> int:
                     "or a build's config.yaml snapshot)")
     ap.add_argument("--build-dir", help="default: the config's output_dir")
     ap.add_argument("--out-dir", default="build/deploy")
-    ap.add_argument("--images-per-task", type=int, default=4)
+    ap.add_argument("--images-per-class", type=int, default=2, help="test images per class of "
+                    "every task (default 2; at least one per class is always packaged)")
     ap.add_argument("--data-dir", help="data root (default: the build's, $MEDFPGA_DATA, "
                     "../shared/data)")
     a = ap.parse_args(argv)
+    if a.images_per_class < 1:
+        ap.error(f"--images-per-class must be 1 or more, got {a.images_per_class}")
     from finn_build.config import BuildConfigError, load_build_config
 
     try:
         cfg = load_build_config(a.config)
-        path = build_package(a.build_dir or cfg.out_dir, cfg, a.out_dir, a.images_per_task,
+        path = build_package(a.build_dir or cfg.out_dir, cfg, a.out_dir, a.images_per_class,
                              a.data_dir)
     except (DeployError, BuildConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
