@@ -1,10 +1,13 @@
 """`medzoo`: train, evaluate and export the multi-task QAT zoo.
 
-  medzoo train    CONFIG.yaml [--set train.epochs=3 ...] [--data-dir DIR]
+  medzoo train    CONFIG.yaml [--set train.epochs=3 ...] [--data-dir DIR] [--restart]
   medzoo evaluate CONFIG.yaml|RUN_DIR [--split val|test]
   medzoo export   CONFIG.yaml|RUN_DIR [--check-images 32]
 
-Errors in configs, data or checkpoints print one line naming the problem and exit 2.
+evaluate/export given a CONFIG use the run's best.pt and refuse when the config's model/data
+fields differ from the ones the checkpoint was trained with (given a RUN_DIR, the checkpoint's
+own config is used). Errors in configs, data, checkpoints or run directories print one line
+naming the problem and exit 2.
 """
 from __future__ import annotations
 
@@ -27,11 +30,18 @@ def _config(args):
 
 
 def _run_dir(target: str, overrides=None) -> Path:
-    """A run directory, or a config whose run directory is meant."""
+    """A run directory, or a config whose run directory is meant (the config must match the
+    checkpoint's model/data fields). Says on stderr which checkpoint and config are used."""
+    from .train import check_config_matches_run
     p = Path(target)
     if p.is_dir():
+        print(f"medzoo: using checkpoint {p / 'best.pt'} with the config stored in it",
+              file=sys.stderr)
         return p
     cfg = load_config(p, overrides)
+    ckpt = check_config_matches_run(cfg, str(p))
+    print(f"medzoo: using checkpoint {ckpt} (its model/data config matches {p})",
+          file=sys.stderr)
     return cfg.run_dir
 
 
@@ -48,7 +58,7 @@ def print_metrics(metrics: dict, title: str):
 def cmd_train(args):
     from .train import evaluate_run, train
     cfg = _config(args)
-    summary = train(cfg, progress=not args.quiet)
+    summary = train(cfg, progress=not args.quiet, restart=args.restart)
     metrics = evaluate_run(cfg.run_dir, "val")
     print_metrics(metrics, f"{cfg.name}: validation metrics (best epoch, "
                            f"{summary['epochs']} epochs run)")
@@ -80,6 +90,9 @@ def main(argv=None):
                    help="override a config value, e.g. --set train.epochs=3")
     p.add_argument("--data-dir", help="data root (default: $MEDFPGA_DATA or ../shared/data)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--restart", action="store_true",
+                   help="discard this run's last.pt, best.pt, history and config snapshot "
+                        "(nothing else in its directory) and train from scratch")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("evaluate", help="per-task metrics of a run's best checkpoint")
     p.add_argument("target", help="run directory or the run's config")
@@ -94,6 +107,11 @@ def main(argv=None):
         args.func(args)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"medzoo: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # unwritable/full run directory, a file where a folder should be, ...
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"medzoo: error: {where}{e.strerror or e}; check the path, its permissions and "
+              "free space", file=sys.stderr)
         return 2
     return 0
 

@@ -6,6 +6,8 @@ values are rejected with an error that names the file and the dotted field path.
 from __future__ import annotations
 
 import copy
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
@@ -15,6 +17,11 @@ import yaml
 
 class ConfigError(ValueError):
     """A config value is missing, unknown or out of range."""
+
+
+# PyYAML implements YAML 1.1, which reads `1e-3` and `5E-4` (no dot) as strings; a float field
+# accepts such a string when it is a plain decimal number, nothing else (no nan/inf/garbage).
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 @dataclass
@@ -126,9 +133,12 @@ def _coerce(tp, value, where):
         _check(isinstance(value, int) and not isinstance(value, bool), where,
                f"expected an integer, got {value!r}")
     elif tp is float:
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            value = float(value)
         _check(isinstance(value, (int, float)) and not isinstance(value, bool), where,
                f"expected a number, got {value!r}")
         value = float(value)
+        _check(math.isfinite(value), where, f"expected a finite number, got {value!r}")
     elif tp is str:
         _check(isinstance(value, str), where, f"expected a string, got {value!r}")
     elif tp is list:
@@ -147,6 +157,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     from .tasks import TASKS
 
     d, m, t = cfg.data, cfg.model, cfg.train
+    # the run directory is out_dir/name: a name with a path in it would write elsewhere
+    _check(cfg.name not in ("", ".", "..") and not any(c in cfg.name for c in "/\\\0"),
+           "name", f"{cfg.name!r} must be a plain directory name (no '/' or '\\', not '.' "
+           "or '..'); use out_dir to choose where runs go")
     _check(bool(d.tasks), "data.tasks", "needs at least one task")
     for i, name in enumerate(d.tasks):
         _check(name in TASKS, f"data.tasks[{i}]", f"unknown task {name!r}; known: {sorted(TASKS)}")
@@ -186,6 +200,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(m.embed_dim > 0, "model.embed_dim", "must be positive")
     _check(t.epochs > 0, "train.epochs", "must be positive")
     _check(t.batch_size > 0, "train.batch_size", "must be positive")
+    _check(d.epoch_size is None or t.batch_size <= d.epoch_size, "train.batch_size",
+           f"{t.batch_size} is larger than data.epoch_size {d.epoch_size}: an epoch would run "
+           "no step; lower train.batch_size or raise data.epoch_size")
     _check(0 < t.lr < 1, "train.lr", f"{t.lr} is outside (0, 1)")
     _check(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
     _one_of(t.loss, ("masked", "cross_task_negatives"), "train.loss")
@@ -204,15 +221,21 @@ def config_from_dict(raw: dict, source: str = "<config>") -> RunConfig:
         raise ConfigError(f"{source}: {e}") from None
 
 
-def read_yaml(path, overrides: Optional[dict] = None, error=ConfigError) -> dict:
+def read_yaml(path, overrides: Optional[dict] = None, error=ConfigError,
+              allow_empty: bool = True) -> dict:
     """A YAML mapping from `path`, with `overrides` (a nested dict) merged on top."""
     path = Path(path)
     if not path.is_file():
         raise error(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise error(f"{path}: not valid YAML ({e})") from None
+    if raw is None:
+        if not allow_empty:
+            raise error(f"{path}: the config file is empty (or only comments); write at least "
+                        "the run's `name` and the fields that differ from the defaults")
+        raw = {}
     if not isinstance(raw, dict):
         raise error(f"{path}: expected a mapping at the top level")
     return merge(raw, overrides) if overrides else raw
@@ -220,7 +243,8 @@ def read_yaml(path, overrides: Optional[dict] = None, error=ConfigError) -> dict
 
 def load_config(path, overrides: Optional[dict] = None) -> RunConfig:
     """Load a YAML config; `overrides` is a nested dict merged on top (e.g. from the CLI)."""
-    return config_from_dict(read_yaml(path, overrides), str(path))
+    # an empty file would silently start the full default run
+    return config_from_dict(read_yaml(path, overrides, allow_empty=False), str(path))
 
 
 def merge(base: dict, over: dict) -> dict:

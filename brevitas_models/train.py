@@ -3,12 +3,19 @@
 A run lives in one directory (`<out_dir>/<name>/`): `config.yaml` (snapshot), `last.pt` (all
 state needed to resume after a kill, rewritten atomically every epoch), `best.pt` (weights with
 the best mean validation accuracy), `history.json`, and evaluation outputs. Same seed, same
-config -> same weights on CPU, also across a kill and resume (the RNG states are checkpointed).
+config -> same weights on CPU, also across a kill and resume (the RNG states are checkpointed),
+and a resumed run's best.pt/last.pt are bit-identical to an uninterrupted run's
+(tests/test_faults_training.py).
+
+A checkpoint that cannot be used (unreadable, foreign, from another config, weights that do not
+fit its stored config) is a CheckpointError/ConfigError naming the file and the fix, never a
+traceback or a silently different model.
 """
 from __future__ import annotations
 
 import math
 import os
+import pickle
 import random
 import sys
 import time
@@ -18,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from brevitas import config as brevitas_config
+from brevitas.nn import QuantConv2d, QuantLinear, QuantReLU
 from tqdm import tqdm
 
 from .augment import AugmentConfig, augment
@@ -29,9 +38,14 @@ from .report import plot_confusion, plot_curves, write_json
 from .tasks import get_task
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be used (unreadable, foreign, or does not fit its config)."""
+
+
 def select_device(pref: str) -> torch.device:
     if pref == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use 'auto'")
+        raise ConfigError("train.device is 'cuda' but no CUDA device is available; "
+                          "set train.device: auto (or cpu), e.g. --set train.device=auto")
     if pref == "auto":
         pref = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(pref)
@@ -45,9 +59,20 @@ def seed_everything(seed: int):
 
 
 def atomic_save(obj, path: Path):
+    """Write tmp then rename: a kill or a full disk never leaves a half-written `path`, and a
+    failed write leaves no .tmp behind."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        # torch's zip writer reports a full disk as RuntimeError; say which file and why
+        if isinstance(e, (OSError, RuntimeError)):
+            raise OSError(f"{path}: cannot write the checkpoint ({e}); check free space and "
+                          f"write permission of {path.parent}") from e
+        raise
 
 
 def tasks_of(cfg: RunConfig):
@@ -116,36 +141,184 @@ def _set_rng_state(gen, st):
 
 
 def _stats_collectors(model):
-    # Brevitas' runtime-stats scale init keeps its step counter as a plain attribute and its
-    # running statistic in a buffer that state_dict() drops; without them a resume during the
-    # first `collect_stats_steps` steps would freeze the scales early and diverge.
+    # Brevitas' runtime-stats scale init (ParameterFromRuntimeStatsScaling, the activation
+    # scales; ParameterFromRuntimeZeroPoint alike) keeps its step counter as a plain attribute
+    # and its running statistic in a buffer that state_dict() drops. During the first
+    # `collect_stats_steps` steps state_dict() also stores the buffer in place of the scale
+    # Parameter `value`, and loading any `value` sets the counter past the phase.
     return {n: m for n, m in model.named_modules()
-            if hasattr(m, "collect_stats_steps") and hasattr(m, "counter") and hasattr(m, "buffer")}
+            if hasattr(m, "collect_stats_steps") and hasattr(m, "counter")}
 
 
 def _stats_state(model):
-    return {n: {"counter": int(m.counter), "buffer": m.buffer.detach().clone()}
-            for n, m in _stats_collectors(model).items()}
-
-
-def _load_stats_state(model, st):
+    out = {}
     for n, m in _stats_collectors(model).items():
+        out[n] = {"counter": int(m.counter)}
+        for k in ("buffer", "value"):  # `value` as trained, not what state_dict() shows
+            if isinstance(getattr(m, k, None), torch.Tensor):
+                out[n][k] = getattr(m, k).detach().clone()
+    return out
+
+
+@torch.no_grad()
+def _load_stats_state(model, st):
+    # Call after load_state_dict: Brevitas rebuilds these modules when a state_dict is loaded.
+    for n, m in _stats_collectors(model).items():
+        if n not in st:  # a checkpoint older than this module's state: keep what was loaded
+            continue
         m.counter = st[n]["counter"]
-        m.buffer.copy_(st[n]["buffer"])
+        for k in ("buffer", "value"):
+            if k in st[n] and isinstance(getattr(m, k, None), torch.Tensor):
+                getattr(m, k).copy_(st[n][k])
+
+
+def quant_signature(model) -> dict:
+    """Bit width of every quantized weight and activation (None: float). Bit widths live in the
+    code built from the config, not in state_dict(); checkpoints store this to catch weights
+    trained at one width being loaded under a config of another."""
+    sig = {}
+    for n, m in model.named_modules():
+        if isinstance(m, (QuantLinear, QuantConv2d)):
+            q = m.weight_quant
+            sig[f"{n}.weight"] = int(q.bit_width()) if q.is_quant_enabled else None
+        elif isinstance(m, QuantReLU):
+            q = m.act_quant
+            sig[f"{n}.act"] = (int(q.fused_activation_quant_proxy.tensor_quant
+                                   .msb_clamp_bit_width_impl()) if q.is_quant_enabled else None)
+    return sig
+
+
+def _full_state_dict(model) -> dict:
+    # Brevitas drops an activation scale from state_dict() before its first training step;
+    # the full form lists every key a checkpoint of a trained model holds.
+    brevitas_config._FULL_STATE_DICT = True
+    try:
+        return model.state_dict()
+    finally:
+        brevitas_config._FULL_STATE_DICT = False
+
+
+def read_checkpoint(path, fix: str, need=("model", "config"), device="cpu") -> dict:
+    """torch.load of a medzoo checkpoint; anything else is one CheckpointError naming `path`
+    and `fix` (what to do about it)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: train the run first (medzoo train)")
+    try:
+        ck = torch.load(path, map_location=device, weights_only=False)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, ValueError, TypeError,
+            AttributeError, ImportError, IndexError, KeyError, UnicodeDecodeError) as e:
+        # empty -> EOFError, truncated -> RuntimeError (zip), text -> UnpicklingError, ...
+        raise CheckpointError(f"{path}: unreadable checkpoint (empty, truncated or not a torch "
+                              f"file: {type(e).__name__}: {str(e)[:120]}); {fix}") from None
+    if not isinstance(ck, dict) or any(k not in ck for k in need):
+        have = sorted(ck)[:8] if isinstance(ck, dict) else type(ck).__name__
+        raise CheckpointError(f"{path}: not a medzoo checkpoint (needs keys {list(need)}, has "
+                              f"{have}); {fix}")
+    return ck
+
+
+def _load_model_state(model, ck: dict, path, fix: str):
+    """Load ck['model'] into `model` (built from the checkpoint's config) after checking that
+    keys, shapes and quantization bit widths match; a mismatch is one CheckpointError."""
+    sd = ck["model"]
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{path}: 'model' is not a state_dict; {fix}")
+    expected = _full_state_dict(model)
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in sd and getattr(sd[k], "shape", v.shape) != v.shape]
+    if missing or unexpected or shapes:
+        what = "; ".join(f"{label}: {', '.join(items[:3])}" + (" ..." if len(items) > 3 else "")
+                         for label, items in (("missing", missing), ("unexpected", unexpected),
+                                              ("shape (file vs config)", shapes)) if items)
+        raise CheckpointError(f"{path}: the weights do not fit the model of the config stored "
+                              f"with them ({what}); {fix}")
+    sig = ck.get("quant_signature")  # absent in checkpoints written before it existed
+    if sig is not None:
+        mine = quant_signature(model)
+        diff = [f"{k}: {sig.get(k)} bits in the weights, {mine.get(k)} in the config"
+                for k in sorted(set(sig) | set(mine)) if sig.get(k) != mine.get(k)]
+        if diff:
+            raise CheckpointError(f"{path}: the weights were trained with other bit widths than "
+                                  f"its stored config says ({'; '.join(diff[:3])}); {fix}")
+    model.load_state_dict(sd)
+
+
+def config_diff(a: dict, b: dict, prefix="") -> list[str]:
+    """Dotted paths of the fields that differ between two config dicts."""
+    out = []
+    for k in sorted(set(a) | set(b), key=str):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += config_diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def _normalized(raw):
+    """A stored config with today's defaults filled in (a checkpoint written before a field
+    existed must not count as a different config); as is when it no longer validates."""
+    try:
+        return config_from_dict(raw).to_dict()
+    except (ConfigError, TypeError):
+        return raw
+
+
+def _restart_hint(cfg: RunConfig) -> str:
+    return (f"start over with `medzoo train CONFIG --restart` (discards the checkpoints and "
+            f"history in {cfg.run_dir}), or pick another `name`/out_dir")
+
+
+RUN_FILES = ("last.pt", "best.pt", "history.json", "curves.png", "config.yaml")
+
+
+def discard_run(cfg: RunConfig, log=print) -> list[str]:
+    """--restart: remove this run's own files (RUN_FILES and their .tmp), nothing else."""
+    removed = []
+    for name in RUN_FILES:
+        for p in (cfg.run_dir / name, cfg.run_dir / f"{name}.tmp"):
+            if p.is_file() or p.is_symlink():
+                p.unlink()
+                removed.append(p.name)
+    if removed:
+        log(f"restart: removed {', '.join(removed)} from {cfg.run_dir}")
+    return removed
+
+
+def _check_batch_size(cfg: RunConfig, data):
+    """An epoch shorter than one batch trains zero steps (drop_last) and saves an untrained
+    model that cannot be loaded back; refuse before anything is written."""
+    n = cfg.data.epoch_size or len(data["train"])
+    if cfg.train.batch_size > n:
+        src = "data.epoch_size" if cfg.data.epoch_size else "the training split's size"
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} is larger than an epoch "
+                          f"({n} images, {src}): no step would run; lower train.batch_size "
+                          f"or raise data.epoch_size")
 
 
 def _check_run_dir(cfg: RunConfig) -> Path:
     """A run dir belongs to one config: resuming under a changed config would mix runs."""
     run_dir = cfg.run_dir
+    for p in (Path(cfg.out_dir), run_dir):
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"{p} exists and is not a directory; set out_dir (or name) to a "
+                              "directory path")
     run_dir.mkdir(parents=True, exist_ok=True)
     snap = run_dir / "config.yaml"
     if snap.exists():
-        old = yaml.safe_load(snap.read_text())
+        try:
+            old = _normalized(yaml.safe_load(snap.read_text()))
+        except yaml.YAMLError:
+            old = None
         if old != cfg.to_dict():
             if (run_dir / "last.pt").exists():
+                fields = config_diff(old, cfg.to_dict()) if isinstance(old, dict) else ["?"]
                 raise ConfigError(
-                    f"{run_dir} holds a run with a different config; pick another `name` or "
-                    f"out_dir, or delete {run_dir} to start over")
+                    f"{run_dir} holds a run with a different config (fields "
+                    f"{', '.join(fields[:5])}); {_restart_hint(cfg)}")
     tmp = snap.with_name("config.yaml.tmp")
     tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     os.replace(tmp, snap)
@@ -153,21 +326,41 @@ def _check_run_dir(cfg: RunConfig) -> Path:
 
 
 def train(cfg: RunConfig, data=None, stop_after_epochs: int | None = None,
-          progress: bool = True, log=print) -> dict:
+          progress: bool = True, log=print, restart: bool = False) -> dict:
     """Train (or resume) the run described by cfg; return a summary with validation metrics.
 
     stop_after_epochs: stop as if killed after that many epochs of this call (tests use it
-    to check resume).
+    to check resume). restart: discard the run's checkpoints and history first.
     """
-    run_dir = _check_run_dir(cfg)
+    device = select_device(cfg.train.device)
+    if restart:
+        discard_run(cfg, log)
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
-    device = select_device(cfg.train.device)
     tasks = tasks_of(cfg)
     data = data or load_data(cfg)
     if "val" not in data:
         raise ValueError("training needs a validation split for early stopping")
-    model = build_model(cfg.model, tasks, cfg.data.size).to(device)
+    _check_batch_size(cfg, data)
+    run_dir = _check_run_dir(cfg)
+    model = build_model(cfg.model, tasks, cfg.data.size)
+    last = run_dir / "last.pt"
+    ck = None
+    if last.exists():
+        fix = f"delete it, or {_restart_hint(cfg)}"
+        ck = read_checkpoint(last, fix, need=("model", "optimizer", "scheduler", "scaler", "rng",
+                                              "state", "config"))
+        stored = _normalized(ck["config"])
+        if stored != cfg.to_dict():
+            fields = config_diff(stored, cfg.to_dict()) if isinstance(stored, dict) else ["?"]
+            raise ConfigError(f"{last} was written by a different config (fields "
+                              f"{', '.join(fields[:5])}); {_restart_hint(cfg)}")
+        _load_model_state(model, ck, last, fix)
+        _load_stats_state(model, ck.get("quant_stats") or {})
+    model.to(device)
+    # The optimizer is built only now: Brevitas' load_state_dict replaces the quantizer modules,
+    # activation-scale Parameters included, so an optimizer built before the load would keep
+    # stepping orphaned copies and the resumed run would never train those scales.
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr,
                            weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.epochs)
@@ -177,11 +370,7 @@ def train(cfg: RunConfig, data=None, stop_after_epochs: int | None = None,
     aug_cfg = AugmentConfig(**{k: v for k, v in vars(cfg.data.augment).items() if k != "enabled"})
     state = {"epoch": 0, "best": -math.inf, "bad_epochs": 0, "history": []}
 
-    last = run_dir / "last.pt"
-    if last.exists():
-        ck = torch.load(last, map_location=device, weights_only=False)
-        model.load_state_dict(ck["model"])
-        _load_stats_state(model, ck["quant_stats"])
+    if ck is not None:
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck["scaler"])
@@ -225,12 +414,14 @@ def train(cfg: RunConfig, data=None, stop_after_epochs: int | None = None,
         if score > state["best"]:
             state["best"], state["bad_epochs"] = score, 0
             atomic_save({"model": model.state_dict(), "config": cfg.to_dict(), "epoch": epoch,
-                         "val_metrics": val_metrics}, run_dir / "best.pt")
+                         "val_metrics": val_metrics, "quant_signature": quant_signature(model)},
+                        run_dir / "best.pt")
         else:
             state["bad_epochs"] += 1
         atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                      "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-                     "rng": _rng_state(gen), "state": state, "quant_stats": _stats_state(model), "config": cfg.to_dict()}, last)
+                     "rng": _rng_state(gen), "state": state, "quant_stats": _stats_state(model),
+                     "quant_signature": quant_signature(model), "config": cfg.to_dict()}, last)
         log(f"{cfg.name} epoch {epoch}: loss {row['train_loss']:.4f} val mean acc {score:.4f} "
             + " ".join(f"{k}={v['accuracy']:.3f}" for k, v in val_metrics.items())
             + f" ({row['seconds']}s)")
@@ -249,18 +440,45 @@ def load_run(run_dir, which="best", device="cpu"):
 
 
 def load_checkpoint(path, device="cpu"):
-    """-> (model in eval mode, RunConfig) from a best.pt/last.pt checkpoint."""
+    """-> (model in eval mode, RunConfig) from a best.pt/last.pt checkpoint. The weights must fit
+    the config stored with them (keys, shapes, quantization bit widths) or it is an error."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: train the run first (medzoo train)")
-    ck = torch.load(path, map_location=device, weights_only=False)
-    if not isinstance(ck, dict) or "model" not in ck or "config" not in ck:
-        raise ValueError(f"{path}: not a medzoo checkpoint (needs keys 'model' and 'config')")
-    cfg = config_from_dict(ck["config"], str(path))
+    fix = ("retrain the run (medzoo train CONFIG --restart) or restore the file from a copy")
+    ck = read_checkpoint(path, fix)
+    if not isinstance(ck["config"], dict):
+        raise CheckpointError(f"{path}: its stored config is not a mapping; {fix}")
+    cfg = config_from_dict(ck["config"], f"{path} (stored config)")
     model = build_model(cfg.model, tasks_of(cfg), cfg.data.size)
-    model.load_state_dict(ck["model"])
-    model.eval()
+    _load_model_state(model, ck, path, fix)
+    model.to(device).eval()
     return model, cfg
+
+
+def check_config_matches_run(cfg: RunConfig, source: str, which="best") -> Path:
+    """`medzoo evaluate/export CONFIG` uses the run's checkpoint: refuse when the config's
+    model/data fields (data.root aside: where the files live) differ from what the checkpoint
+    was trained with. Returns the checkpoint path."""
+    path = cfg.run_dir / f"{which}.pt"
+    ck = read_checkpoint(path, "retrain the run (medzoo train CONFIG --restart)")
+    stored = _normalized(ck["config"])
+    stored = stored if isinstance(stored, dict) else {}
+    mine = cfg.to_dict()
+    diff = [f for sec in ("model", "data")
+            for f in config_diff({sec: stored.get(sec) or {}}, {sec: mine[sec]})
+            if f != "data.root"]
+    if diff:
+        shown = ", ".join(f"{f} ({_get(stored, f)!r} in the checkpoint, {_get(mine, f)!r} in "
+                          f"the config)" for f in diff[:4])
+        raise ConfigError(f"{source}: differs from the config {path} was trained with: {shown}; "
+                          f"retrain (medzoo train {source} --restart) or pass the run directory "
+                          f"{cfg.run_dir} to use the checkpoint as trained")
+    return path
+
+
+def _get(d: dict, dotted: str):
+    for k in dotted.split("."):
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
 
 
 def evaluate_run(run_dir, split="val", data=None, write=True, device="cpu") -> dict:

@@ -55,3 +55,37 @@ def test_shipped_configs_are_valid():
     from pathlib import Path
     for p in sorted(Path("configs").glob("*.yaml")):
         load_config(p)
+
+
+def test_empty_config_file_is_refused(tmp_path):
+    # an empty file would otherwise silently start the full default run
+    for text in ("", "# only a comment\n"):
+        with pytest.raises(ConfigError, match="config file is empty"):
+            load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("text, value", [
+    ("1e-3", 1e-3), ("5E-4", 5e-4), (".5", 0.5), ("+2e-2", 0.02), ("0.001", 0.001)])
+def test_float_fields_accept_yaml11_number_strings(tmp_path, text, value):
+    # PyYAML (YAML 1.1) reads 1e-3 and 5E-4 as strings
+    import yaml
+    assert isinstance(yaml.safe_load(f"lr: {text}")["lr"], (str, float))
+    assert load_config(write(tmp_path, f"train: {{lr: {text}}}")).train.lr == value
+    assert load_config(write(tmp_path, "{}"), parse_override(f"train.lr={text}")).train.lr == value
+
+
+@pytest.mark.parametrize("text", ["abc", "1e-3x", "'1,5'", "nan", ".nan", ".inf", "'1e'", "true"])
+def test_float_fields_still_reject_garbage(tmp_path, text):
+    with pytest.raises(ConfigError, match="train.weight_decay: expected a"):
+        load_config(write(tmp_path, f"train: {{weight_decay: {text}}}"))
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", ".", "../escape", "/abs", "a\\\\b", ""])
+def test_run_name_cannot_leave_out_dir(tmp_path, name):
+    with pytest.raises(ConfigError, match="name: .*plain directory name"):
+        load_config(write(tmp_path, f"name: \"{name}\""))
+
+
+def test_batch_larger_than_epoch_size_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="train.batch_size: 64 is larger than data.epoch_size 32"):
+        load_config(write(tmp_path, "data: {epoch_size: 32}\ntrain: {batch_size: 64}"))
