@@ -37,17 +37,20 @@ def export_model(model, out_path: Path) -> tuple[Path, dict]:
 def checkpoint_model(src):
     """-> model from a brevitas_models checkpoint, training its run first when the checkpoint
     is missing and ``train_config`` names the run's config."""
-    from brevitas_models.train import load_checkpoint
+    from brevitas_models.train import check_config_matches_run, load_checkpoint
     path = Path(src.checkpoint)
-    if not path.is_file() and src.train_config:
+    if src.train_config:
         from brevitas_models.config import load_config
         from brevitas_models.train import train
         rcfg = load_config(src.train_config)
         if rcfg.run_dir / "best.pt" != path:
             raise ValueError(f"model.train_config {src.train_config} trains {rcfg.run_dir}/best.pt, "
                              f"not model.checkpoint {path}")
-        log.info("checkpoint %s missing: training %s", path, src.train_config)
-        train(rcfg, progress=False)
+        if not path.is_file():
+            log.info("checkpoint %s missing: training %s", path, src.train_config)
+            train(rcfg, progress=False)
+        else:  # an edited train_config must not build the checkpoint of the old one
+            check_config_matches_run(rcfg, src.train_config)
     return load_checkpoint(path)[0]
 
 

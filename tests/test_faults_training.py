@@ -256,3 +256,19 @@ def test_cli_broken_checkpoint_is_one_line(trained, tmp_path, capsys):
     r = cli(capsys, "evaluate", str(cfg.run_dir))
     assert one_line_error(r), r.stderr
     assert "best.pt: unreadable checkpoint" in r.stderr
+
+
+def test_build_with_an_edited_train_config_refuses_the_old_checkpoint(trained, tmp_path):
+    """A build config names model.checkpoint + model.train_config: once the train config is
+    edited, its existing best.pt is not the model it describes."""
+    from finn_build.config import ModelSource
+    from finn_build.model_io import checkpoint_model
+
+    cfg = copy_run(trained, tmp_path)
+    yml = tmp_path / "train.yaml"
+    yml.write_text(yaml.safe_dump(cfg.to_dict()))
+    src = ModelSource(checkpoint=str(cfg.run_dir / "best.pt"), train_config=str(yml))
+    assert checkpoint_model(src) is not None
+    yml.write_text(yaml.safe_dump(merge(cfg.to_dict(), {"model": {"w_bits": 2}})))
+    with pytest.raises(ConfigError, match=r"model\.w_bits"):
+        checkpoint_model(src)
