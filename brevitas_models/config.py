@@ -1,18 +1,29 @@
 """Run configuration: one YAML file -> one validated, typed config object.
 
-Every field is declared once here with its type and allowed range; unknown keys and bad
-values are rejected with an error that names the file and the dotted field path.
+Every field is declared once, as a pydantic model field with its type and allowed range; the
+`model:` section is the class of its `arch` (brevitas_models.models). Unknown keys and bad
+values are rejected with one line that names the file and the dotted field path, e.g.::
+
+    configs/x.yaml: train.lr: -1 is outside (0, 1)
+
+finn_build.config builds its config with the same machinery (`Section`, `validate_section`)
+and writes the JSON Schema of both config kinds (`make schema`, docs/configs.md).
 """
 from __future__ import annotations
 
 import copy
-import math
+import difflib
+import json
 import re
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+                      ValidationError, field_validator)
+
+from .models import ARCHS, AnyModelSection, MLPSection, ModelSection  # noqa: F401 (API)
+from .tasks import TASKS
 
 
 class ConfigError(ValueError):
@@ -24,199 +35,257 @@ class ConfigError(ValueError):
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
-@dataclass
-class AugmentSection:
+def yaml11_number(value):
+    """`value`, or the float a YAML 1.1 number string such as "1e-3" stands for."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+# A float field: ints are taken (as floats), so are YAML 1.1 number strings.
+YamlFloat = Annotated[float, BeforeValidator(yaml11_number)]
+
+
+class Section(BaseModel):
+    """A config section: strict types (PyYAML already gives bools, ints, floats: "3" is not
+    3), unknown keys are errors, no nan/inf."""
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+
+def _known_task(name):
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}")
+    return name
+
+
+class AugmentSection(Section):
     enabled: bool = True
-    rotation_deg: float = 20.0
-    zoom: float = 0.1
-    brightness: float = 0.2
-    contrast: float = 0.2
-    erase_prob: float = 0.5
+    rotation_deg: YamlFloat = Field(20.0, ge=0, le=180)
+    zoom: YamlFloat = Field(0.1, ge=0, lt=1)
+    brightness: YamlFloat = Field(0.2, ge=0, lt=1)
+    contrast: YamlFloat = Field(0.2, ge=0, lt=1)
+    erase_prob: YamlFloat = Field(0.5, ge=0, lt=1)
 
 
-@dataclass
-class DataSection:
-    tasks: list = field(default_factory=lambda: ["pneumoniamnist", "breastmnist", "bloodmnist"])
-    root: Optional[str] = None  # None: $MEDFPGA_DATA, else ../shared/data
-    size: int = 28
-    sampling: str = "balanced"  # balanced | proportional
-    epoch_size: Optional[int] = None  # images per epoch; None = size of the training pool
-    augment: AugmentSection = field(default_factory=AugmentSection)
+class DataSection(Section):
+    tasks: list[Annotated[str, AfterValidator(_known_task)]] = Field(
+        default_factory=lambda: ["pneumoniamnist", "breastmnist", "bloodmnist"],
+        description="task names (brevitas_models/tasks.py)")
+    root: Optional[str] = Field(None, description="null: $MEDFPGA_DATA, else ../shared/data")
+    size: int = Field(28, ge=8, le=512, description="image side in pixels")
+    sampling: Literal["balanced", "proportional"] = "balanced"
+    epoch_size: Optional[int] = Field(None, gt=0, description="images per epoch; null = size "
+                                      "of the training pool")
+    augment: AugmentSection = Field(default_factory=AugmentSection)
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks_once_each(cls, tasks):
+        if not tasks:
+            raise ValueError("needs at least one task")
+        if len(set(tasks)) != len(tasks):
+            raise ValueError("a task is listed twice")
+        return tasks
 
 
-@dataclass
-class ModelSection:
-    arch: str = "mlp"  # mlp | cnn
-    mode: str = "multitask"  # multitask | multiclass
-    in_channels: int = 1
-    w_bits: Optional[int] = 4  # None (null) = float
-    a_bits: Optional[int] = 4
-    hidden: list = field(default_factory=lambda: [64, 64])  # mlp: hidden widths
-    # cnn: [out_channels, kernel, stride, padding] per layer; must end at a 1x1 feature map
-    convs: list = field(default_factory=lambda: [[16, 3, 1, 1], [32, 3, 2, 1], [32, 3, 2, 1],
-                                                 [64, 3, 1, 0], [64, 3, 1, 0], [128, 3, 1, 0]])
-    head_hidden: int = 16  # hidden units per task head
-    embed_dim: int = 8  # task embedding size
+class TrainSection(Section):
+    epochs: int = Field(20, gt=0)
+    batch_size: int = Field(128, gt=0)
+    lr: YamlFloat = Field(2e-3, gt=0, lt=1)
+    weight_decay: YamlFloat = Field(0.0, ge=0)
+    loss: Literal["masked", "cross_task_negatives"] = "masked"
+    cross_task_weight: YamlFloat = 1.0
+    patience: int = Field(5, gt=0, description="early stopping on mean validation accuracy")
+    amp: bool = Field(True, description="only takes effect on CUDA")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: Optional[int] = Field(None, gt=0, description="torch CPU threads; null = all cores")
 
 
-@dataclass
-class TrainSection:
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    loss: str = "masked"  # masked | cross_task_negatives
-    cross_task_weight: float = 1.0
-    patience: int = 5  # early stopping on mean validation accuracy
-    amp: bool = True  # only takes effect on CUDA
-    device: str = "auto"  # auto | cpu | cuda
-    threads: Optional[int] = None  # torch CPU threads; None = all cores
-
-
-@dataclass
-class RunConfig:
-    name: str = "run"
+class RunConfig(Section):
+    """A training run (brevitas_models.train): `medzoo train CONFIG`."""
+    name: str = Field("run", description="the run directory is out_dir/name")
     seed: int = 0
     out_dir: str = "runs"
-    data: DataSection = field(default_factory=DataSection)
-    model: ModelSection = field(default_factory=ModelSection)
-    train: TrainSection = field(default_factory=TrainSection)
+    data: DataSection = Field(default_factory=DataSection)
+    model: AnyModelSection = Field(default_factory=MLPSection,
+                                   description="the fields of its `arch` (default mlp)")
+    train: TrainSection = Field(default_factory=TrainSection)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_directory_name(cls, name):
+        # the run directory is out_dir/name: a name with a path in it would write elsewhere
+        if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+            raise ValueError(f"{name!r} must be a plain directory name (no '/' or '\\', not "
+                             "'.' or '..'); use out_dir to choose where runs go")
+        return name
 
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump()
 
+
+# ----------------------------------------------------------- pydantic errors -> one line
+
+def validate_section(cls: type[BaseModel], raw: Any):
+    """`cls` from `raw`, or ConfigError "dotted.field: message" for the first problem."""
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_one_line(cls, e.errors())) from None
+
+
+def _strip(tp):
+    """The type under Annotated[...] and Optional[...]."""
+    while True:
+        if get_origin(tp) is Annotated:
+            tp = get_args(tp)[0]
+        elif get_origin(tp) is Union and type(None) in get_args(tp) and len(get_args(tp)) == 2:
+            tp = next(a for a in get_args(tp) if a is not type(None))
+        else:
+            return tp
+
+
+def _is_section(tp) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _locate(root, loc):
+    """Follow a pydantic error location through the section classes -> (dotted path, the
+    type at the end, the FieldInfo of the last field). The `arch` tag pydantic puts in the
+    location of a model section is not part of the path."""
+    path, tp, info = "", root, None
+    for part in loc:
+        tp = _strip(tp)
+        if isinstance(part, int):
+            path += f"[{part}]"
+            tp, info = (get_args(tp) or (None,))[0], None
+        elif _is_section(tp):
+            info = tp.model_fields.get(part)
+            path = f"{path}.{part}" if path else part
+            tp = info.annotation if info else None
+        elif get_origin(tp) is Union:  # pydantic names the member: the arch of a section
+            tp = ARCHS[part][0] if part in ARCHS else None
+        else:
+            path = f"{path}.{part}" if path else str(part)
+    return path, _strip(tp), info
+
+
+def _bounds(info, ctx) -> dict:
+    """The range of a field: from its declaration, else the bound the error names."""
+    bounds = {}
+    for meta in (info.metadata if info else []):
+        for name in ("gt", "ge", "lt", "le"):
+            if getattr(meta, name, None) is not None:
+                bounds[name] = getattr(meta, name)
+    return bounds or dict(ctx)
+
+
+def _range_text(value, bounds) -> str:
+    low = bounds.get("gt", bounds.get("ge"))
+    high = bounds.get("lt", bounds.get("le"))
+    if low is not None and high is not None:
+        if "ge" in bounds and "le" in bounds and isinstance(low, int) and isinstance(high, int):
+            return f"{value} is outside {low}..{high}"
+        return (f"{value} is outside {'[' if 'ge' in bounds else '('}{low}, {high}"
+                f"{']' if 'le' in bounds else ')'}")
+    if bounds.get("gt") == 0:
+        return "must be positive"
+    name, bound = next(iter(bounds.items()))
+    return f"must be {dict(gt='>', ge='>=', lt='<', le='<=')[name]} {bound}"
+
+
+_EXPECTED = {  # pydantic error type -> what the field takes
+    "int_type": "an integer", "int_from_float": "an integer", "float_type": "a number",
+    "finite_number": "a finite number", "bool_type": "true/false", "string_type": "a string",
+    "list_type": "a list"}
+
+
+def _one_line(root, errors: list[dict]) -> str:
+    """The first of pydantic's errors as "dotted.field: message" in this project's words."""
+    first = errors[0]
+    kind, value, ctx = first["type"], first.get("input"), first.get("ctx") or {}
+    if kind in ("extra_forbidden", "invalid_key"):  # invalid_key: not a string (YAML `1: x`)
+        parent = first["loc"][:-1]
+        keys = [e["loc"][-1] for e in errors
+                if e["type"] in ("extra_forbidden", "invalid_key") and e["loc"][:-1] == parent]
+        return _unknown_keys(root, parent, keys)
+    path, tp, info = _locate(root, first["loc"])
+    where = path or "<top level>"
+    if kind in _EXPECTED:
+        return f"{where}: expected {_EXPECTED[kind]}, got {value!r}"
+    if kind in ("union_tag_invalid", "union_tag_not_found") and isinstance(value, dict):
+        return f"{where}.arch: {value.get('arch')!r} is not one of {list(ARCHS)}"
+    if kind in ("model_type", "dict_type", "union_tag_not_found"):
+        return f"{where}: expected a mapping, got {type(value).__name__}"
+    if kind == "literal_error" and get_origin(tp) is Literal:
+        return f"{where}: {value!r} is not one of {list(get_args(tp))}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"{where}: {_range_text(value, _bounds(info, ctx))}"
+    if kind == "value_error":
+        return f"{where}: {ctx['error']}"
+    return f"{where}: {first['msg']}"
+
+
+def _unknown_keys(root, parent_loc, keys: list) -> str:
+    path, section, _ = _locate(root, parent_loc)
+    known = sorted(section.model_fields)
+    arch = next((name for name, (cls, _) in ARCHS.items() if cls is section), None)
+    for key in keys:  # a field of another architecture: say which
+        owners = [name for name, (cls, _) in ARCHS.items() if key in cls.model_fields]
+        if arch and owners:
+            return (f"{path}.{key}: a field of arch {' / '.join(owners)}, not of arch {arch}; "
+                    f"remove it or set {path}.arch: {owners[0]}")
+    guess = difflib.get_close_matches(str(keys[0]), known, n=1)
+    hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+    return (f"{path or '<top level>'}: unknown key(s) {sorted(keys, key=str)}{hint}; "
+            f"known keys: {known}")
+
+
+# ----------------------------------------------------------------------------- loading
 
 def _check(cond: bool, where: str, msg: str):
     if not cond:
         raise ConfigError(f"{where}: {msg}")
 
 
-def _build(cls, raw: Any, where: str):
-    """Build dataclass `cls` from a mapping, type-checking each field (fields with
-    metadata {"internal": True} are set by loaders, not by users)."""
-    _check(isinstance(raw, dict), where or "<top level>",
-           f"expected a mapping, got {type(raw).__name__}")
-    hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls) if not f.metadata.get("internal")}
-    unknown = sorted(set(raw) - known)
-    _check(not unknown, where or "<top level>",
-           f"unknown key(s) {unknown}; known keys: {sorted(known)}")
-    kwargs = {}
-    for f in fields(cls):
-        if f.name not in raw:
-            continue
-        kwargs[f.name] = _coerce(hints[f.name], raw[f.name], f"{where}.{f.name}".lstrip("."))
-    return cls(**kwargs)
+def _check_relations(cfg: RunConfig):
+    """Checks across sections (each field's own range is checked by its declaration)."""
+    problem = cfg.model.input_size_problem(cfg.data.size)
+    if problem:
+        raise ConfigError(f"model.{problem[0]}: {problem[1]}")
+    t = cfg.train
+    _check(cfg.data.epoch_size is None or t.batch_size <= cfg.data.epoch_size, "train.batch_size",
+           f"{t.batch_size} is larger than data.epoch_size {cfg.data.epoch_size}: an epoch would "
+           "run no step; lower train.batch_size or raise data.epoch_size")
+    _check(not (t.loss == "cross_task_negatives" and cfg.model.mode == "multiclass"),
+           "train.loss", "cross_task_negatives needs per-task heads (model.mode: multitask)")
 
 
-def _coerce(tp, value, where):
-    if is_dataclass(tp):
-        return _build(tp, value, where)
-    if get_origin(tp) is Union:
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(a, value, where)
-            except ConfigError as e:
-                errors.append(str(e).split(": ", 1)[-1])
-        raise ConfigError(f"{where}: " + " or ".join(errors))
-    if tp is bool:
-        _check(isinstance(value, bool), where, f"expected true/false, got {value!r}")
-    elif tp is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), where,
-               f"expected an integer, got {value!r}")
-    elif tp is float:
-        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-            value = float(value)
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), where,
-               f"expected a number, got {value!r}")
-        value = float(value)
-        _check(math.isfinite(value), where, f"expected a finite number, got {value!r}")
-    elif tp is str:
-        _check(isinstance(value, str), where, f"expected a string, got {value!r}")
-    elif tp is list:
-        _check(isinstance(value, list), where, f"expected a list, got {value!r}")
-    elif tp is dict:
-        _check(isinstance(value, dict), where, f"expected a mapping, got {value!r}")
-    return value
+# Before each arch had its own section, to_dict() wrote every arch's model fields (an MLP run's
+# checkpoint also holds `convs`). Such a complete dump (checkpoints, run directories'
+# config.yaml) still loads and compares equal: the other arch's fields were never used.
+_PRE_SPLIT_MODEL_KEYS = {"arch", "mode", "in_channels", "w_bits", "a_bits", "hidden", "convs",
+                         "head_hidden", "embed_dim"}
 
 
-def _one_of(value, allowed, where):
-    _check(value in allowed, where, f"{value!r} is not one of {list(allowed)}")
-
-
-def validate(cfg: RunConfig) -> RunConfig:
-    """Range and consistency checks that types alone cannot express."""
-    from .tasks import TASKS
-
-    d, m, t = cfg.data, cfg.model, cfg.train
-    # the run directory is out_dir/name: a name with a path in it would write elsewhere
-    _check(cfg.name not in ("", ".", "..") and not any(c in cfg.name for c in "/\\\0"),
-           "name", f"{cfg.name!r} must be a plain directory name (no '/' or '\\', not '.' "
-           "or '..'); use out_dir to choose where runs go")
-    _check(bool(d.tasks), "data.tasks", "needs at least one task")
-    for i, name in enumerate(d.tasks):
-        _check(name in TASKS, f"data.tasks[{i}]", f"unknown task {name!r}; known: {sorted(TASKS)}")
-    _check(len(set(d.tasks)) == len(d.tasks), "data.tasks", "a task is listed twice")
-    _check(8 <= d.size <= 512, "data.size", f"{d.size} is outside 8..512")
-    _one_of(d.sampling, ("balanced", "proportional"), "data.sampling")
-    _check(d.epoch_size is None or d.epoch_size > 0, "data.epoch_size", "must be positive")
-    a = d.augment
-    _check(0 <= a.rotation_deg <= 180, "data.augment.rotation_deg", "must be within 0..180")
-    for k in ("zoom", "brightness", "contrast", "erase_prob"):
-        _check(0 <= getattr(a, k) < 1, f"data.augment.{k}", "must be within [0, 1)")
-    _one_of(m.arch, ("mlp", "cnn"), "model.arch")
-    _one_of(m.mode, ("multitask", "multiclass"), "model.mode")
-    _one_of(m.in_channels, (1, 3), "model.in_channels")
-    for k in ("w_bits", "a_bits"):
-        v = getattr(m, k)
-        _check(v is None or 1 <= v <= 8, f"model.{k}", f"{v} is outside 1..8 (null = float)")
-    _check((m.w_bits is None) == (m.a_bits is None), "model",
-           "w_bits and a_bits must both be set or both be null (float)")
-    _check(all(isinstance(h, int) and h > 0 for h in m.hidden), "model.hidden",
-           "must be a list of positive integers")
-    for i, c in enumerate(m.convs):
-        _check(isinstance(c, list) and len(c) == 4 and all(isinstance(v, int) for v in c),
-               f"model.convs[{i}]", f"expected [out_channels, kernel, stride, padding], got {c!r}")
-        _check(c[0] > 0 and c[1] > 0 and c[2] > 0 and c[3] >= 0, f"model.convs[{i}]",
-               f"channels/kernel/stride must be positive and padding >= 0, got {c!r}")
-    if m.arch == "cnn":
-        side = d.size
-        for c in m.convs:
-            side = (side + 2 * c[3] - c[1]) // c[2] + 1
-            _check(side >= 1, "model.convs", f"feature map vanishes for input size {d.size}")
-        _check(side == 1, "model.convs",
-               f"the last conv must leave a 1x1 feature map (got {side}x{side} for input "
-               f"{d.size}x{d.size}); adjust kernels/strides so the flatten before the heads "
-               "is trivial for FINN")
-    _check(m.head_hidden > 0, "model.head_hidden", "must be positive")
-    _check(m.embed_dim > 0, "model.embed_dim", "must be positive")
-    _check(t.epochs > 0, "train.epochs", "must be positive")
-    _check(t.batch_size > 0, "train.batch_size", "must be positive")
-    _check(d.epoch_size is None or t.batch_size <= d.epoch_size, "train.batch_size",
-           f"{t.batch_size} is larger than data.epoch_size {d.epoch_size}: an epoch would run "
-           "no step; lower train.batch_size or raise data.epoch_size")
-    _check(0 < t.lr < 1, "train.lr", f"{t.lr} is outside (0, 1)")
-    _check(t.weight_decay >= 0, "train.weight_decay", "must be >= 0")
-    _one_of(t.loss, ("masked", "cross_task_negatives"), "train.loss")
-    _check(not (t.loss == "cross_task_negatives" and m.mode == "multiclass"), "train.loss",
-           "cross_task_negatives needs per-task heads (model.mode: multitask)")
-    _check(t.patience > 0, "train.patience", "must be positive")
-    _one_of(t.device, ("auto", "cpu", "cuda"), "train.device")
-    _check(t.threads is None or t.threads > 0, "train.threads", "must be positive")
-    return cfg
+def _drop_pre_split_fields(raw):
+    model = raw.get("model") if isinstance(raw, dict) else None
+    if not (isinstance(model, dict) and set(model) == _PRE_SPLIT_MODEL_KEYS
+            and model["arch"] in ("mlp", "cnn")):
+        return raw
+    fields = ARCHS[model["arch"]][0].model_fields
+    return {**raw, "model": {k: v for k, v in model.items() if k in fields}}
 
 
 def config_from_dict(raw: dict, source: str = "<config>") -> RunConfig:
     try:
-        return validate(_build(RunConfig, raw, ""))
+        cfg = validate_section(RunConfig, _drop_pre_split_fields(raw))
+        _check_relations(cfg)
+        return cfg
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
 
@@ -269,3 +338,37 @@ def parse_override(text: str) -> dict:
         cur = cur.setdefault(p, {})
     cur[parts[-1]] = yaml.safe_load(val)
     return node
+
+
+def flatten_dict(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1} (empty dicts kept as values): config diffs and hashes."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten_dict(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+# ------------------------------------------------------------------------- JSON Schema
+# finn_build.config.write_schemas() (`make schema`) writes both config kinds to docs/schema/.
+
+_EDITOR_HINT = ("Editor completion and checks (yaml-language-server, e.g. VS Code's YAML "
+                "extension): make this the first line of the YAML file, the path relative to "
+                "it: `# yaml-language-server: $schema=../docs/schema/{file}`. Generated by "
+                "`make schema` from the pydantic models (docs/configs.md).")
+
+
+def json_schema(cls: type[BaseModel], file: str) -> dict:
+    """The JSON Schema of config class `cls`, its description saying how an editor uses
+    it from docs/schema/`file`."""
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+              **cls.model_json_schema()}
+    hint = _EDITOR_HINT.format(file=file)
+    schema["description"] = f"{schema.get('description', '')} {hint}".strip()
+    return schema
+
+
+def schema_text(schema: dict) -> str:
+    return json.dumps(schema, indent=2) + "\n"

@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import tarfile
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import PIL
 import torch
-from PIL import Image
 
-# One decoder (>8-bit images keep their top 8 bits) and one list of image file types, shared
-# with the board runtime so that training and the board read the same files the same way.
-from deploy.pynq.images import IMAGE_EXTS, ImageError, convert_image
+# Image conventions (decode, >8-bit rule, channel conversion, resize, file types) are
+# medimage's, shared with the board runtime: training and the board read files the same way.
+from medimage import IMAGE_EXTS, ImageError, decode, resize, to_model_input
 
+from .files import write_atomic
 from .tasks import TaskSpec, get_task
 
 log = logging.getLogger(__name__)
@@ -153,17 +152,14 @@ def _decode(data: bytes, member: str, where, channels: int, size: int
     if not data:
         raise ValueError(f"empty image file {member!r} in {where}")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im = convert_image(im, channels, member)  # the board's decoder, 16-bit rule included
+        native = decode(io.BytesIO(data), channels, member)
     except ImageError as e:
         raise ValueError(f"{e} (in {where})") from e
     except Exception as e:  # PIL raises many types for bad data
         raise ValueError(f"cannot decode image {member!r} in {where}: {type(e).__name__}: {e}") from e
-    h = content_hash(np.asarray(im))
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.BICUBIC)  # aspect not kept, as in the 224 sets
-    a = np.asarray(im, dtype=np.uint8)
-    return (a[..., None] if a.ndim == 2 else a), h
+    # hashed as PIL gives the pixels (HxW for gray): cached hashes keep their values
+    h = content_hash(native[..., 0] if channels == 1 else native)
+    return resize(native, size), h
 
 
 def _dir_files(path: Path, prefixes) -> list[Path]:
@@ -201,18 +197,9 @@ def _not_an_image(rel: str) -> bool:
             or rel.lower().endswith(_NOT_IMAGE_EXTS))
 
 
-def _atomic_write(file: Path, write) -> None:
-    """write(binary file object) into a temp file, then rename: readers never see half a file."""
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache may be shared
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _savez(path: Path, arrays: dict) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would append .npz to a path
+        np.savez(f, **arrays)
 
 
 def archive_sha256(path: Path) -> str:
@@ -233,7 +220,7 @@ def archive_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     digest = h.hexdigest()
-    _atomic_write(memo, lambda f: f.write(digest.encode()))
+    write_atomic(memo, lambda tmp: tmp.write_bytes(digest.encode()), unique=True)
     return digest
 
 
@@ -262,7 +249,7 @@ def _save_cache(file: Path, splits: dict[str, Split], skipped: list[str]) -> Non
         arrays.update({f"{s}_images": sp.images, f"{s}_labels": sp.labels,
                        f"{s}_names": np.array(sp.names), f"{s}_hashes": np.array(sp.hashes)})
     # uncompressed: loads in ~1 s, zlib would cost more than disk
-    _atomic_write(file, lambda f: np.savez(f, **arrays))
+    write_atomic(file, lambda tmp: _savez(tmp, arrays), unique=True)
 
 
 def _load_cache(file: Path) -> tuple[dict[str, Split], list[str]] | None:
@@ -289,12 +276,12 @@ def load_image_tree(path, task: TaskSpec, size: int | None = None, use_cache: bo
                     report: dict | None = None) -> dict[str, Split]:
     """Class-per-folder image tree (a .tar or an unpacked directory) -> splits.
 
-    Files of the types in ``IMAGE_EXTS`` are decoded with the board's ``convert_image`` to the
-    task's native channels (gray "L" or "RGB") and resized to ``size`` (default: the task's
-    native size) with PIL bicubic. ``hashes`` are taken before the resize, at the file's own
-    resolution. Hidden files and notes (``_NOT_IMAGE_EXTS``) are skipped and listed in
-    ``report["skipped_files"]``; any other file is an error. Decoded arrays are cached as npz
-    under ``cache_dir()``, keyed by the source's content (see ``_tree_cache_path``).
+    Files of the types in ``IMAGE_EXTS`` are decoded with ``medimage.decode`` (as on the board)
+    to the task's native channels (gray "L" or "RGB") and resized to ``size`` (default: the
+    task's native size) with ``medimage.resize``. ``hashes`` are taken before the resize, at
+    the file's own resolution. Hidden files and notes (``_NOT_IMAGE_EXTS``) are skipped and
+    listed in ``report["skipped_files"]``; any other file is an error. Decoded arrays are
+    cached as npz under ``cache_dir()``, keyed by the source's content (see ``_tree_cache_path``).
     """
     path = Path(path)
     size = size or task.size
@@ -446,26 +433,6 @@ def stratified_split(labels, val_fraction: float = 0.1, seed: int = 0):
     return _group_split(list(range(len(labels))), labels, val_fraction, seed)
 
 
-# --------------------------------------------------------------------------- conversion
-
-# uint8 (N)HWC -> ``channels``: gray->RGB replicates, RGB->gray is ITU-R 601 luma (rounded).
-# One implementation, the board runtime's: the board must prepare images exactly as training.
-from deploy.pynq.images import to_channels  # noqa: E402,F401
-
-
-def resize_images(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 NHWC -> uint8 (N,size,size,C) with PIL bicubic."""
-    n, h, w, c = images.shape
-    if (h, w) == (size, size):
-        return images
-    out = np.empty((n, size, size, c), np.uint8)
-    for i, im in enumerate(images):
-        pil = Image.fromarray(im[..., 0] if c == 1 else im)
-        r = np.asarray(pil.resize((size, size), Image.BICUBIC))
-        out[i] = r[..., None] if c == 1 else r
-    return out
-
-
 # --------------------------------------------------------------------------- tasks
 
 def _source_path(root: Path, task: TaskSpec) -> Path:
@@ -514,10 +481,9 @@ def load_task(name_or_spec, root=None, size: int | None = None, channels: int | 
         splits = {"train": tr.subset(ti), "val": tr.subset(vi),
                   **{s: v for s, v in splits.items() if s != "train"}}
         report["val_from_train"] = {"by": task.val_split, "fraction": val_fraction, "seed": seed}
-    for sp in splits.values():
-        if channels is not None:
-            sp.images = to_channels(sp.images, channels)
-        sp.images = resize_images(sp.images, size)
+    for sp in splits.values():  # (image trees are at `size` already: decoded straight to it)
+        sp.images = to_model_input(sp.images, task.fmt, size,
+                                   task.channels if channels is None else channels)
     report["sizes"] = {s: len(v) for s, v in splits.items()}
     return (splits, report) if with_report else splits
 

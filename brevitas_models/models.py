@@ -26,13 +26,14 @@ the same topology.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal, Optional, Union
 
 import torch
 import torch.nn as nn
 from brevitas.nn import QuantConv2d, QuantLinear, QuantReLU
 from brevitas.quant import Int8WeightPerChannelFloat, SignedBinaryWeightPerTensorConst
-
-from .config import ModelSection
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag,
+                      TypeAdapter, field_validator, model_validator)
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,8 @@ class FusedHeads(nn.Module):
 class MultiTaskNet(nn.Module):
     """Input scaling -> backbone -> flatten -> fused heads."""
 
-    def __init__(self, backbone: nn.Sequential, feat_dim, cfg: ModelSection, heads: list[Head],
-                 tasks_meta: list[dict], input_size: int):
+    def __init__(self, backbone: nn.Sequential, feat_dim, cfg: ModelSectionBase,
+                 heads: list[Head], tasks_meta: list[dict], input_size: int):
         super().__init__()
         self.cfg = cfg
         self.tasks_meta = tasks_meta  # name, classes, slice, negative_class per task
@@ -137,7 +138,99 @@ class MultiTaskNet(nn.Module):
             self.heads.out.weight.mul_(self.heads.block_mask)
 
 
-def build_mlp(cfg: ModelSection, input_size: int):
+# ---- config sections: the `model:` section of a run config, one class per architecture ------
+# brevitas_models.config validates run configs (and finn_build a build's untrained model) with
+# these and turns pydantic's errors into one-line messages. A new architecture is its section
+# class here (its fields and checks), its backbone builder below, and one line in ARCHS.
+
+class ModelSectionBase(BaseModel):
+    """The fields every architecture has."""
+    # the rules of brevitas_models.config.Section (that module imports this one)
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+    arch: str
+    mode: Literal["multitask", "multiclass"] = Field(
+        "multitask", description="multitask: one head per task; multiclass: one head over the "
+        "union of classes (baseline)")
+    in_channels: int = Field(1, json_schema_extra={"enum": [1, 3]},
+                             description="1: gray, 3: RGB (gray tasks replicated)")
+    w_bits: Optional[int] = Field(4, json_schema_extra={"minimum": 1, "maximum": 8},
+                                  description="weight bits; null (with a_bits null) = float")
+    a_bits: Optional[int] = Field(4, json_schema_extra={"minimum": 1, "maximum": 8},
+                                  description="activation bits; null = float")
+    head_hidden: int = Field(16, gt=0, description="hidden units per task head")
+    embed_dim: int = Field(8, gt=0, description="task embedding size")
+
+    @field_validator("in_channels")
+    @classmethod
+    def _gray_or_rgb(cls, channels):
+        if channels not in (1, 3):
+            raise ValueError(f"{channels!r} is not one of [1, 3]")
+        return channels
+
+    @field_validator("w_bits", "a_bits")
+    @classmethod
+    def _bits_in_range(cls, bits):
+        if bits is not None and not 1 <= bits <= 8:
+            raise ValueError(f"{bits} is outside 1..8 (null = float)")
+        return bits
+
+    @model_validator(mode="after")
+    def _both_bits_or_float(self):
+        if (self.w_bits is None) != (self.a_bits is None):
+            raise ValueError("w_bits and a_bits must both be set or both be null (float)")
+        return self
+
+    def input_size_problem(self, size: int) -> Optional[tuple[str, str]]:
+        """(field, message) when this model cannot take `size` x `size` images, else None."""
+        return None
+
+
+class MLPSection(ModelSectionBase):
+    """A multilayer perceptron backbone (TFC-like) on the flattened image."""
+    arch: Literal["mlp"] = "mlp"
+    hidden: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=lambda: [64, 64], description="hidden layer widths")
+
+
+def _conv_layer(layer):
+    # one message for every malformed layer, as the config documents it
+    if not (isinstance(layer, list) and len(layer) == 4
+            and all(type(v) is int for v in layer)):
+        raise ValueError(f"expected [out_channels, kernel, stride, padding], got {layer!r}")
+    channels, kernel, stride, padding = layer
+    if not (channels > 0 and kernel > 0 and stride > 0 and padding >= 0):
+        raise ValueError("channels/kernel/stride must be positive and padding >= 0, "
+                         f"got {layer!r}")
+    return layer
+
+
+ConvLayer = Annotated[list[int], Field(min_length=4, max_length=4), BeforeValidator(_conv_layer)]
+
+
+class CNNSection(ModelSectionBase):
+    """Strided 3x3-style convolutions down to a 1x1 feature map (CNV-like, no pooling)."""
+    arch: Literal["cnn"]  # required: a section without `arch` is an MLP
+    convs: list[ConvLayer] = Field(
+        default_factory=lambda: [[16, 3, 1, 1], [32, 3, 2, 1], [32, 3, 2, 1], [64, 3, 1, 0],
+                                 [64, 3, 1, 0], [128, 3, 1, 0]],
+        description="[out_channels, kernel, stride, padding] per layer; must end at a 1x1 "
+        "feature map")
+
+    def input_size_problem(self, size):
+        side = size
+        for _, kernel, stride, padding in self.convs:
+            side = (side + 2 * padding - kernel) // stride + 1
+            if side < 1:
+                return "convs", f"feature map vanishes for input size {size}"
+        if side != 1:
+            return "convs", (f"the last conv must leave a 1x1 feature map (got {side}x{side} "
+                             f"for input {size}x{size}); adjust kernels/strides so the flatten "
+                             "before the heads is trivial for FINN")
+        return None
+
+
+def build_mlp(cfg: MLPSection, input_size: int):
     layers, d = [nn.Flatten()], cfg.in_channels * input_size * input_size
     for width in cfg.hidden:
         layers += [QuantLinear(d, width, bias=False, **weight_quant_kwargs(cfg.w_bits)),
@@ -146,7 +239,7 @@ def build_mlp(cfg: ModelSection, input_size: int):
     return nn.Sequential(*layers), d
 
 
-def build_cnn(cfg: ModelSection, input_size: int):
+def build_cnn(cfg: CNNSection, input_size: int):
     # Strided convolutions instead of max-pooling: FINN's pooling layers are HLS-only on
     # Zynq-7000, strided sliding windows have an RTL implementation.
     layers, c_in = [], cfg.in_channels
@@ -158,7 +251,29 @@ def build_cnn(cfg: ModelSection, input_size: int):
     return nn.Sequential(*layers), c_in  # config validation guarantees a 1x1 map
 
 
-ARCHS = {"mlp": build_mlp, "cnn": build_cnn}
+# Every architecture: its config section and its backbone builder.
+ARCHS = {"mlp": (MLPSection, build_mlp), "cnn": (CNNSection, build_cnn)}
+
+
+def _arch_of(section):
+    # a section without `arch` is an MLP (the default model)
+    if isinstance(section, dict):
+        return section.get("arch", "mlp")
+    return getattr(section, "arch", None)
+
+
+# The type of a `model:` section: the class of its `arch` (a discriminated union).
+AnyModelSection = Annotated[
+    Union[tuple(Annotated[cls, Tag(arch)] for arch, (cls, _) in ARCHS.items())],
+    Discriminator(_arch_of)]
+_ANY_MODEL_SECTION = TypeAdapter(AnyModelSection)
+
+
+def ModelSection(**fields) -> ModelSectionBase:  # noqa: N802  (built like the one class it was)
+    """The validated section of `fields["arch"]` (default mlp), e.g.
+    ``ModelSection(arch="mlp", hidden=[32])``; pydantic's ValidationError (a ValueError) when a
+    field is wrong."""
+    return _ANY_MODEL_SECTION.validate_python(fields)
 
 
 def heads_for(tasks, mode: str) -> list[Head]:
@@ -168,12 +283,12 @@ def heads_for(tasks, mode: str) -> list[Head]:
     return [Head(t.name, len(t.classes)) for t in tasks]
 
 
-def build_model(cfg: ModelSection, tasks, input_size: int = 28) -> MultiTaskNet:
+def build_model(cfg: ModelSectionBase, tasks, input_size: int = 28) -> MultiTaskNet:
     if isinstance(cfg, dict):
         cfg = ModelSection(**cfg)
     if cfg.arch not in ARCHS:
         raise ValueError(f"model.arch: unknown architecture {cfg.arch!r}; known: {sorted(ARCHS)}")
-    backbone, feat = ARCHS[cfg.arch](cfg, input_size)
+    backbone, feat = ARCHS[cfg.arch][1](cfg, input_size)
     return MultiTaskNet(backbone, feat, cfg, heads_for(tasks, cfg.mode), tasks_meta(tasks),
                         input_size)
 

@@ -1,11 +1,9 @@
-"""Plots, JSON files and Markdown tables for benchmark results."""
+"""Plots and JSON files of training and evaluation results."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import tempfile
 
 import matplotlib
 
@@ -13,26 +11,10 @@ matplotlib.use("Agg")  # headless: CI and build containers have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-DASH = "–"  # rendered for missing (None) values
+from .files import write_text_atomic  # noqa: E402
 
 
 # ---------------------------------------------------------------- files
-
-def _atomic_write_text(path: str, text: str) -> None:
-    """Write via a temp file in the same dir + os.replace, so readers never
-    see a half-written file (os.replace is atomic within one filesystem)."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
 
 def _json_default(o):
     # numpy scalars/arrays leak in easily from metric code
@@ -44,8 +26,8 @@ def _json_default(o):
 
 
 def write_json(obj, path: str) -> None:
-    _atomic_write_text(path, json.dumps(obj, sort_keys=True, indent=2,
-                                        default=_json_default) + "\n")
+    write_text_atomic(path, json.dumps(obj, sort_keys=True, indent=2,
+                                       default=_json_default) + "\n")
 
 
 def read_json(path: str):
@@ -103,75 +85,3 @@ def plot_curves(history: list[dict], path: str) -> None:
         fig.savefig(path, format="png", dpi=100)
     finally:
         plt.close(fig)
-
-
-# ---------------------------------------------------------------- tables
-
-def _cell(v) -> str:
-    if v is None:
-        return DASH
-    if isinstance(v, (float, np.floating)):
-        return f"{float(v):.3f}"
-    return str(v).replace("|", "\\|")
-
-
-def render_generic_table(records: list[dict], columns: list[str] | None = None) -> str:
-    """Markdown table of `records` in the given order; missing keys render as
-    a dash. columns=None uses all keys in first-seen order."""
-    if columns is None:
-        columns = list(dict.fromkeys(k for r in records for k in r))
-    lines = ["| " + " | ".join(columns) + " |",
-             "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in records]
-    return "\n".join(lines) + "\n"
-
-
-def _is_float_bits(b) -> bool:
-    # float models are recorded as None, "float"/"fp32", or 32
-    try:
-        return b is None or int(b) >= 16
-    except (TypeError, ValueError):
-        return True
-
-
-def _bits_key(b):
-    return (0, 0) if _is_float_bits(b) else (1, -int(b))
-
-
-ACCURACY_COLUMNS = ["model", "mode", "loss", "w_bits", "a_bits", "task", "split",
-                    "acc", "auc", "precision", "recall", "f1", "n"]
-
-
-def render_accuracy_table(records: list[dict]) -> str:
-    """Accuracy records sorted by model, mode, bits (float, then 8, 4, 2, 1),
-    task; float bit widths are shown as "float"."""
-    recs = sorted(records, key=lambda r: (
-        str(r.get("model")), str(r.get("mode")),
-        _bits_key(r.get("w_bits")), _bits_key(r.get("a_bits")),
-        str(r.get("task")), str(r.get("loss")), str(r.get("split"))))
-    shown = [{**r, **{b: "float" if _is_float_bits(r.get(b)) else r.get(b)
-                      for b in ("w_bits", "a_bits")}} for r in recs]
-    return render_generic_table(shown, ACCURACY_COLUMNS)
-
-
-def _slug(title: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
-
-
-def update_results_md(path: str, section_title: str, table_md: str,
-                      preamble: str = "") -> None:
-    """Rewrite one section of a results Markdown file in place, between
-    `<!-- BEGIN slug -->` / `<!-- END slug -->`; other sections are untouched.
-    Creates the file or appends the section if missing."""
-    slug = _slug(section_title)
-    begin, end = f"<!-- BEGIN {slug} -->", f"<!-- END {slug} -->"
-    body = "\n\n".join(p.strip("\n") for p in (preamble, table_md) if p.strip())
-    block = f"{begin}\n{body}\n{end}"
-    text = open(path, encoding="utf-8").read() if os.path.exists(path) else "# Results\n"
-    i, j = text.find(begin), text.find(end)
-    if i != -1 and j > i:
-        # plain string slicing: tables may contain backslashes re.sub would mangle
-        text = text[:i] + block + text[j + len(end):]
-    else:
-        text = text.rstrip("\n") + f"\n\n## {section_title}\n\n{block}\n"
-    _atomic_write_text(path, text)

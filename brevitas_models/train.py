@@ -32,6 +32,7 @@ from tqdm import tqdm
 from .augment import AugmentConfig, augment
 from .config import ConfigError, RunConfig, config_from_dict
 from .data import build_multitask, iterate_batches
+from .files import write_atomic, write_text_atomic
 from .metrics import multitask_metrics
 from .models import build_model
 from .report import plot_confusion, plot_curves, write_json
@@ -61,13 +62,9 @@ def seed_everything(seed: int):
 def atomic_save(obj, path: Path):
     """Write tmp then rename: a kill or a full disk never leaves a half-written `path`, and a
     failed write leaves no .tmp behind."""
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: torch.save(obj, tmp))
     except BaseException as e:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
         # torch's zip writer reports a full disk as RuntimeError; say which file and why
         if isinstance(e, (OSError, RuntimeError)):
             raise OSError(f"{path}: cannot write the checkpoint ({e}); check free space and "
@@ -246,16 +243,12 @@ def _load_model_state(model, ck: dict, path, fix: str):
     model.load_state_dict(sd)
 
 
-def config_diff(a: dict, b: dict, prefix="") -> list[str]:
+def config_diff(a: dict, b: dict) -> list[str]:
     """Dotted paths of the fields that differ between two config dicts."""
-    out = []
-    for k in sorted(set(a) | set(b), key=str):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += config_diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            out.append(f"{prefix}{k}")
-    return out
+    from .config import flatten_dict
+
+    flat_a, flat_b = flatten_dict(a), flatten_dict(b)
+    return sorted(k for k in flat_a.keys() | flat_b.keys() if flat_a.get(k) != flat_b.get(k))
 
 
 def _normalized(raw):
@@ -319,9 +312,7 @@ def _check_run_dir(cfg: RunConfig) -> Path:
                 raise ConfigError(
                     f"{run_dir} holds a run with a different config (fields "
                     f"{', '.join(fields[:5])}); {_restart_hint(cfg)}")
-    tmp = snap.with_name("config.yaml.tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    os.replace(tmp, snap)
+    write_text_atomic(snap, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return run_dir
 
 
@@ -379,7 +370,7 @@ def train(cfg: RunConfig, data=None, stop_after_epochs: int | None = None,
         log(f"resuming {cfg.name} after epoch {state['epoch']}")
 
     tmeta = model.tasks_meta
-    epochs_this_call = 0
+    epochs_this_call, t_call = 0, time.time()
     while state["epoch"] < cfg.train.epochs and state["bad_epochs"] < cfg.train.patience:
         epoch = state["epoch"] + 1
         t0 = time.time()
@@ -422,16 +413,26 @@ def train(cfg: RunConfig, data=None, stop_after_epochs: int | None = None,
                      "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                      "rng": _rng_state(gen), "state": state, "quant_stats": _stats_state(model),
                      "quant_signature": quant_signature(model), "config": cfg.to_dict()}, last)
+        epochs_this_call += 1
         log(f"{cfg.name} epoch {epoch}: loss {row['train_loss']:.4f} val mean acc {score:.4f} "
             + " ".join(f"{k}={v['accuracy']:.3f}" for k, v in val_metrics.items())
-            + f" ({row['seconds']}s)")
-        epochs_this_call += 1
+            + f" ({row['seconds']}s{run_eta(time.time() - t_call, epochs_this_call, state, cfg)})")
         if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
             return {"stopped_early_for_test": True, "epoch": epoch}
 
     write_json(state["history"], run_dir / "history.json")
     plot_curves(state["history"], str(run_dir / "curves.png"))
     return {"run_dir": str(run_dir), "epochs": state["epoch"], "best_val_mean_acc": state["best"]}
+
+
+def run_eta(seconds: float, epochs_done: int, state: dict, cfg) -> str:
+    """"; run ETA 2m10s (6 more epochs at most)" from this call's mean epoch time; early
+    stopping (patience) may end the run sooner. Empty when the run is done."""
+    left = cfg.train.epochs - state["epoch"]
+    if left <= 0 or state["bad_epochs"] >= cfg.train.patience:
+        return ""
+    eta = int(round(seconds / epochs_done * left))
+    return f"; run ETA {eta // 60}m{eta % 60:02d}s for {left} more epoch{'s' * (left > 1)} at most"
 
 
 def load_run(run_dir, which="best", device="cpu"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 
@@ -30,10 +29,13 @@ def main(argv=None) -> int:
                     help="then FINN's Zynq flow (IODMA, stitched IP, Vivado project, .bit/.hwh, "
                     "PYNQ driver; finn_build/bitstream.py); resumes where an earlier run of "
                     "the same config stopped")
-    ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="also show FINN / qonnx / Brevitas log records and warnings on the "
+                    "terminal (they always go to <output_dir>/build.log)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    from .progress import setup_terminal
+
+    setup_terminal(show_third_party=args.verbose)
     from .boards import BOARDS
     from .config import BuildConfigError, load_build_config, merge, parse_override
 
@@ -63,7 +65,8 @@ def main(argv=None) -> int:
     if args.check_config:
         print(f"{args.config}: OK")
         return 0
-    from .pipeline import OutputDirError, ResumeError, exit_code_for, run_build
+    from .errors import OutputDirError, ResumeError, exit_code_for
+    from .pipeline import run_build
 
     steps = None
     if args.bitstream:
@@ -95,6 +98,9 @@ def main(argv=None) -> int:
           + f" LUT={e.get('est_lut', 0):.0f} BRAM18={e.get('est_bram18', 0):.0f}"
           f" DSP={e.get('est_dsp', 0):.0f}; verified {v.get('verified_stages')} "
           f"({v.get('mismatches')} mismatches); {rep.get('total_seconds')}s -> {cfg.out_dir}")
+    if rep.get("phase_seconds"):
+        print("  phases: " + ", ".join(f"{k} {s:.1f}s" for k, s in rep["phase_seconds"].items())
+              + f"; third-party log: {cfg.out_dir}/build.log")
     if args.bitstream:
         print(f"BITSTREAM: {cfg.out_dir}/bitstream/bitfile/finn-accel.bit (+ .hwh); PYNQ "
               f"deployment package: {cfg.out_dir}/bitstream/deploy/")

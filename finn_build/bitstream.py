@@ -21,7 +21,7 @@ normal build on its folded, verified dataflow partition:
    ``folded_hls_cppsim`` verification (if the dataflow has HLS nodes) and ``HLSSynthIP``.
 4. ``zynq_stitch`` (Vivado): ``CreateStitchedIP`` per partition; then FINN's
    ``stitched_ip_rtlsim`` verification of the dataflow partition with XSim on the build's
-   verification images (stage ``xsim_stitched``, all outputs, integer-exact).
+   verification images (stage ``zynq_stitch``, all outputs, integer-exact).
 5. ``zynq_bitfile`` (Vivado): ``MakeZYNQProject`` (block design, synthesis, implementation)
    and FINN's post-processing -> ``bitstream/bitfile/finn-accel.bit|.hwh``, ``bitstream/report/``.
 6. ``zynq_driver``: FINN's ``step_make_driver`` (PYNQ, ``FINNDMAOverlay``) and
@@ -46,8 +46,9 @@ from pathlib import Path
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
-from .pipeline import EXIT_NO_VIVADO, resolve_steps
-from .steps import STEP_NAMES, BuildError
+from .errors import BuildError, VivadoRequiredError
+from .pipeline import resolve_steps
+from .steps import STEP_NAMES
 
 log = logging.getLogger("finn_build")
 
@@ -57,13 +58,6 @@ FINN_PLATFORM = {"Pynq-Z1": "Pynq-Z1", "Pynq-Z2": "Pynq-Z2", "ZCU104": "ZCU104",
 # finn-plus 1.6.1 (its README): "Vivado, Vitis, and Vitis HLS (2022.2 or 2024.2)"
 SUPPORTED_VIVADO = ((2022, 2), (2024, 2))
 SDP = "StreamingDataflowPartition"
-
-
-class VivadoRequiredError(BuildError):
-    """A step needs AMD Vivado / Vitis HLS (or FINN's board files / HLS library) that this
-    machine does not have; everything before the step is built and kept."""
-
-    exit_code = EXIT_NO_VIVADO
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -181,10 +175,10 @@ def _is_hls(node) -> bool:
 
 def _save(build):
     """bitstream/bitstream.json: this flow's state (partitions, artifacts, tools, results)."""
-    st = dict(build.state.get("bitstream", {}))
+    st = dict(build.state.bitstream)
     if build.verifier is not None:
         st["verification"] = {k: v for k, v in build.verifier.results.items()
-                              if k in ("cppsim", "xsim_stitched")}
+                              if k in ("zynq_hls_ipgen", "zynq_stitch")}
     (_bdir(build) / "bitstream.json").write_text(json.dumps(st, indent=1, default=str))
 
 
@@ -231,8 +225,8 @@ def missing_tools(board: str) -> list[str]:
 
 
 def _artifact_lines(build) -> list[str]:
-    st = build.state.get("bitstream", {})
-    names = build.state.get("steps", STEP_NAMES)
+    st = build.state.bitstream
+    names = build.state.steps or STEP_NAMES
     last = STEP_NAMES[-1]  # the normal build's last step: the folded dataflow partition
     folded = build.artifact(names.index(last), last)
     lines = [f"{_rel(build, folded)} (the folded dataflow partition, verified at every stage; "
@@ -263,11 +257,11 @@ def require_tools(build, step: str):
         ver = get_vivado_version()
         if ver not in SUPPORTED_VIVADO:
             log.warning("Vivado %s: finn-plus 1.6.1 documents 2022.2 or 2024.2", ver)
-        st = build.state.setdefault("bitstream", {})
+        st = build.state.bitstream
         st["vivado_version"] = ver and "%d.%d" % ver
         st.pop("missing_tools", None)
         return
-    build.state.setdefault("bitstream", {})["missing_tools"] = miss
+    build.state.bitstream["missing_tools"] = miss
     _save(build)
     arts = "\n".join(f"    - {a}" for a in _artifact_lines(build))
     nots = "\n".join(f"    - {a}" for a in NOT_WITHOUT_VIVADO)
@@ -319,7 +313,7 @@ def step_zynq_shell(model, build):
     parts = [{"partition": sdp.name, "nodes": len(k.graph.node),
               "op_types": sorted({n.op_type for n in k.graph.node})}
              for sdp, k, _ in _kernels(m, pdir)]
-    build.state["bitstream"] = {
+    build.state.bitstream = {
         "platform": plat, "part": build.cfg.fpga_part, "clk_period_ns": build.cfg.clk_period_ns,
         "partitions": parts,
         "artifacts": [f"{_rel(build, bd / 'zynq_shell.onnx')} (IODMA-inserted model: "
@@ -397,7 +391,7 @@ def step_zynq_codegen(model, build):
                                               sdir / f"{sdp.name}_make_project.tcl")
                 stitched.append(sdp.name)
     parent.save(str(bd / "zynq_parent.onnx"))
-    st = build.state.setdefault("bitstream", {})
+    st = build.state.bitstream
     arts = st.setdefault("artifacts", [])[:1]
     arts += [f"{_rel(build, kdir)}/*.onnx (partition models after FINN's InsertFIFO, "
              "SpecializeLayers, PrepareIP) and zynq_parent.onnx",
@@ -422,7 +416,7 @@ def _finn_deps() -> str:
 def _codegen_is_current(build) -> bool:
     """The generated code names absolute paths (FINN_DEPS in hls_syn_*.tcl, the code
     directories): usable only in the environment that generated it."""
-    if build.state.get("bitstream", {}).get("finn_deps") != _finn_deps():
+    if build.state.bitstream.get("finn_deps") != _finn_deps():
         return False
     parent = ModelWrapper(str(_bdir(build) / "zynq_parent.onnx"))
     paths = [Path(getCustomOp(sdp).get_nodeattr("model"))
@@ -434,22 +428,22 @@ def _codegen_is_current(build) -> bool:
 
 def _verify_cppsim(model, build):
     """FINN's folded_hls_cppsim: C++ simulation of the HLS nodes (RTL nodes run their python
-    model in this mode, which stage 'folded' already checked)."""
+    model in this mode, which stage 'insert_dwc_fifo' already checked)."""
     from finn.transformation.fpgadataflow.compile_cppsim import CompileCppSim
     from finn.transformation.fpgadataflow.prepare_cppsim import PrepareCppSim
     from finn.transformation.fpgadataflow.set_exec_mode import SetExecMode
 
     if not any(_is_hls(n) for n in model.graph.node):
-        build.verifier.skip("cppsim", "zynq_hls_ipgen", "no HLS node in the dataflow "
+        build.verifier.skip("zynq_hls_ipgen", "no HLS node in the dataflow "
                             "partition: nothing to simulate in C++")
         return
     t = time.time()
     with _finn_tmp(build, "zynq_hls_ipgen/cppsim"):
         m = model.transform(PrepareCppSim()).transform(CompileCppSim())
         m = m.transform(SetExecMode("cppsim"))
-        host = build.state["host_ops"]
+        host = build.state.host_ops
         logits, acc = build.verifier.run_dataflow(m, host)
-    build.verifier.check("cppsim", "zynq_hls_ipgen", logits, acc, host, time.time() - t)
+    build.verifier.check("zynq_hls_ipgen", logits, acc, host, time.time() - t)
 
 
 def step_zynq_hls_ipgen(model, build):
@@ -488,9 +482,9 @@ def _verify_xsim(kernel, build):
     m = m.transform(AnnotateCycles())
     lat = m.analysis(dataflow_performance)["critical_path_cycles"]
     m.set_metadata_prop("rtlsim_liveness_estimate", str(int(np.ceil(lat * 1.1 + 50))))
-    host = build.state["host_ops"]
+    host = build.state.host_ops
     logits, acc = build.verifier.run_dataflow(m, host)
-    build.verifier.check("xsim_stitched", "zynq_stitch", logits, acc, host, time.time() - t)
+    build.verifier.check("zynq_stitch", logits, acc, host, time.time() - t)
 
 
 def step_zynq_stitch(model, build):
@@ -514,7 +508,7 @@ def step_zynq_stitch(model, build):
         with _finn_tmp(build, "zynq_stitch_xsim"):
             _verify_xsim(dataflow[0], build)
     elif build.cfg.verify.enabled:
-        build.verifier.skip("xsim_stitched", "zynq_stitch",
+        build.verifier.skip("zynq_stitch",
                             f"{len(dataflow)} non-IODMA partitions (expected one)")
     _save(build)
     return model
@@ -546,7 +540,7 @@ def step_zynq_bitfile(model, build):
     generate_resource_report(parent, fcfg, report_dir)
     copy_timing_report(parent, report_dir)
     parent.save(str(bd / "zynq_project.onnx"))
-    st = build.state.setdefault("bitstream", {})
+    st = build.state.bitstream
     st["bitfile"] = _rel(build, fcfg.get_bitfile_directory() / "finn-accel.bit")
     st["hwh"] = _rel(build, fcfg.get_bitfile_directory() / "finn-accel.hwh")
     res = report_dir / "post_synth_resources.json"
@@ -572,7 +566,7 @@ def step_zynq_driver(model, build):
     meta = build.out / "model" / "model.meta.json"
     if meta.exists():
         shutil.copy(meta, deploy / "model.meta.json")
-    build.state.setdefault("bitstream", {})["deploy"] = _rel(build, deploy)
+    build.state.bitstream["deploy"] = _rel(build, deploy)
     _save(build)
     return model
 

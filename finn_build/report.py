@@ -5,6 +5,9 @@ import json
 
 from qonnx.custom_op.registry import getCustomOp
 
+from brevitas_models.files import write_json_atomic, write_text_atomic
+
+from .provenance import provenance
 from .transforms import backend_of
 
 
@@ -62,6 +65,9 @@ def _md(report: dict) -> str:
             "measures it)"))
     L += ["", "## Steps", "", "| step | seconds |", "|---|---|"]
     L += [f"| {k} | {v} |" for k, v in report.get("step_times", {}).items()]
+    if report.get("phase_seconds"):
+        L += ["", "## Simulation phases", "", "| phase | seconds |", "|---|---|"]
+        L += [f"| {k} | {v} |" for k, v in report["phase_seconds"].items()]
     L += ["", "## Dataflow nodes", "",
           "| node | op | backend | PE | SIMD | cycles | LUT | BRAM18 | DSP |", "|---|---|---|---|---|---|---|---|---|"]
     for r in report.get("nodes", []):
@@ -78,62 +84,79 @@ def _md(report: dict) -> str:
     return "\n".join(L) + "\n"
 
 
-def write_reports(build, model) -> dict:
-    from .pipeline import provenance, write_text_atomic
+def estimates_summary(state, clock_mhz: float) -> dict | None:
+    """build_report's ``estimates``: the estimate (step estimates) beside what was measured:
+    the design with its FIFOs as built (set_fifo_depths), yosys synthesis and the stitched
+    RTL simulation (rtlsim)."""
+    if state.estimates is None:
+        return None
+    out = dict(state.estimates)
+    fifo = state.fifo_depths or {}
+    built = fifo.get("built") or {}
+    out.update({"fifo_depths": fifo.get("method"),
+                "measured_cycles_per_image": built.get("interval_cycles"),
+                "measured_fps": built.get("fps"),
+                "measured_latency_us": built["latency_cycles"] / clock_mhz if built else None})
+    rtl = state.rtlsim or {}
+    synth = rtl.get("synth")
+    if synth:
+        out.update({f"synth_{k}": synth["totals"][k] for k in ("lut", "ff", "dsp", "bram18")})
+        out["synth_fits"] = synth.get("fits")
+    perf = rtl.get("performance")
+    if perf:
+        out.update({"rtlsim_cycles_per_image": perf["measured_interval_cycles"],
+                    "rtlsim_fps": perf["measured_fps"],
+                    "rtlsim_latency_us": perf["measured_latency_us"],
+                    "rtlsim_latency_cycles": perf["measured_latency_cycles"]})
+    return out
 
+
+def phase_seconds(state) -> dict:
+    """The long phases of the simulation steps (FIFO sizing, compile, simulate, synthesis, gate
+    level) in the order they ran, with their seconds."""
+    return {**(state.fifo_depths or {}).get("phase_seconds", {}),
+            **(state.rtlsim or {}).get("phase_seconds", {})}
+
+
+def write_reports(build, model) -> dict:
     st = build.state
     est_path = build.report_dir / "estimates.json"
-    est = json.loads(est_path.read_text()) if est_path.exists() and "estimates_summary" in st else None
+    est = json.loads(est_path.read_text()) if est_path.exists() and st.estimates else None
     ver = build.verifier.summary() if build.verifier is not None else {"status": "not run"}
-    backends = st.get("backends") or []
     nodes = node_table(model, est) if model is not None else []
-    df_nodes = [r for r in nodes if r["backend"] != "none"] if st.get("host_ops") else []
+    df_nodes = [r for r in nodes if r["backend"] != "none"] if st.host_ops else []
     all_rtl = (bool(df_nodes) and all(r["backend"] == "rtl" for r in df_nodes)
-               and not st.get("failed_step"))
+               and not st.failed_step)
     report = {
         "name": build.cfg.name,
-        "status": "failed" if st.get("failed_step") else "ok",
-        "failed_step": st.get("failed_step"),
-        "error": (st.get("error") or {}).get("message"),
-        "error_type": (st.get("error") or {}).get("type"),
+        "status": "failed" if st.failed_step else "ok",
+        "failed_step": st.failed_step,
+        "error": (st.error or {}).get("message"),
+        "error_type": (st.error or {}).get("type"),
         "board": build.cfg.board, "fpga_part": build.cfg.fpga_part,
         "clock_mhz": build.cfg.clock_mhz,
         "all_rtl": all_rtl,
-        "non_rtl_nodes": [r for r in (backends or df_nodes) if r["backend"] != "rtl"],
+        "non_rtl_nodes": [r for r in (st.backends or df_nodes) if r["backend"] != "rtl"],
         "nodes": nodes,
-        "estimates": st.get("estimates_summary"),
-        "folding": st.get("folding"),
-        "fifo_depths": st.get("fifo_depths"),
-        "rtl_datatype_changes": st.get("rtl_datatype_changes", []),
-        "export_fixups": st.get("export_fixups", {}),
-        "host_ops": st.get("host_ops"),
+        "estimates": estimates_summary(st, build.cfg.clock_mhz),
+        "folding": st.folding,
+        "fifo_depths": st.fifo_depths,
+        "rtl_datatype_changes": st.rtl_datatype_changes,
+        "export_fixups": st.export_fixups,
+        "host_ops": st.host_ops,
         "verification": {k: v for k, v in ver.items() if k != "stages"},
-        "step_times": st.get("step_times", {}),
-        "total_seconds": st.get("total_seconds"),
-        "meta": st.get("meta"),
-        "model_source": st.get("model_source"),
-        "provenance": provenance(build),
+        "step_times": st.step_times,
+        "phase_seconds": phase_seconds(st),
+        "total_seconds": st.total_seconds,
+        "meta": st.meta,
+        "model_source": st.model_source,
+        "provenance": {"model_files": st.model_files, "data_files": st.data_files,
+                       "config_file": build.cfg.source_file, **provenance()},
         "config": build.cfg.to_dict(),
         "artifacts": sorted(str(p.relative_to(build.out))
                             for p in (build.out / "intermediate").glob("*.onnx")),
     }
-    write_text_atomic(build.out / "verification.json", json.dumps(ver, indent=1))
-    write_text_atomic(build.out / "build_report.json", json.dumps(report, indent=1, default=str))
+    write_json_atomic(build.out / "verification.json", ver)
+    write_json_atomic(build.out / "build_report.json", report)
     write_text_atomic(build.out / "build_report.md", _md(report))
     return report
-
-
-def keep_other_records(out_path, records: list, key, command: str):
-    """Benchmarks' ``--update``: the records of ``out_path`` whose ``key(record)`` was not
-    run now (each keeping the commit it ran at), then the new ones; the commands joined.
-    -> (records, command)"""
-    from pathlib import Path
-
-    if not Path(out_path).exists():
-        return records, command
-    old = json.loads(Path(out_path).read_text())
-    done = {key(r) for r in records}
-    kept = [dict(r, git_commit=r.get("git_commit", old["git_commit"]))
-            for r in old["records"] if key(r) not in done]
-    return kept + records, f"{old['command']}; {command}"
-

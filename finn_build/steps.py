@@ -30,8 +30,11 @@ ensure_finn_env()
 
 from brevitas_models.export import FixUnsignedBinaryActExport  # noqa: E402
 
-from . import estimates as E  # noqa: E402
-from . import folding as F  # noqa: E402
+from . import estimates, folding  # noqa: E402
+from brevitas_models.files import write_json_atomic, write_text_atomic  # noqa: E402
+from .errors import BuildError, DoesNotFitError, NotAllRTLError  # noqa: E402
+from .progress import phase  # noqa: E402
+from .rtlsim.step import step_rtlsim, stream_inputs  # noqa: E402
 from .transforms import (  # noqa: E402
     HW_DOMAIN,
     LowerToRTLDatatypes,
@@ -43,58 +46,44 @@ from .transforms import (  # noqa: E402
 log = logging.getLogger("finn_build")
 
 
-class BuildError(RuntimeError):
-    """A build step failed for a reason the user must act on (message says what)."""
-
-    exit_code = 2
-
-
-class NotAllRTLError(BuildError):
-    exit_code = 4
-
-    def __init__(self, msg: str, offending: list[dict]):
-        self.offending = offending
-        lines = "\n".join(f"  - {o['name']} ({o['op_type']}, backend: {o['backend']})"
-                          for o in offending)
-        super().__init__(f"{msg}\n{lines}\nFix: change the model (e.g. strided convolutions "
-                         "instead of pooling), or set allow_hls: true and build with Vivado + "
-                         "Vitis HLS (make build-bitstream); the Vivado-free RTL simulation "
-                         "covers RTL nodes only.")
-
-
-class DoesNotFitError(BuildError):
-    exit_code = 5
-
-
 # ------------------------------------------------------------------------------ helpers
 
 def _verify_enabled(build) -> bool:
     return build.cfg.verify.enabled
 
 
-def _onnx_stage(build, model, stage, step, acc_tensor=None, host=None):
+def _onnx_stage(build, model, stage, acc_tensor=None, host=None):
     if not _verify_enabled(build):
         return
     t = time.time()
     logits, acc = build.verifier.run_onnx(model, acc_tensor)
-    build.verifier.check(stage, step, logits, acc, host, time.time() - t)
+    build.verifier.check(stage, logits, acc, host, time.time() - t)
 
 
-def _minimize_bit_width(model: ModelWrapper) -> ModelWrapper:
+def apply_all(model: ModelWrapper, transformations) -> ModelWrapper:
+    for t in transformations:
+        model = model.transform(t)
+    return model
+
+
+def names_shapes_types():
+    """After a graph rewrite: unique node names, then tensor shapes and datatypes."""
+    return [GiveUniqueNodeNames(), InferShapes(), InferDataTypes()]
+
+
+def minimize_bit_widths():
+    """finn-plus' weight/accumulator/threshold width minimization, datatypes re-inferred
+    after each (thresholds are rounded to the tightened accumulator, which lets the weight
+    width shrink once more)."""
     from finn.transformation.fpgadataflow.minimize_accumulator_width import (
         MinimizeAccumulatorWidth,
     )
     from finn.transformation.fpgadataflow.minimize_weight_bit_width import MinimizeWeightBitWidth
     from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
 
-    model = model.transform(MinimizeWeightBitWidth())
-    model = model.transform(MinimizeAccumulatorWidth())
-    model = model.transform(InferDataTypes())
-    model = model.transform(RoundAndClipThresholds())
-    model = model.transform(InferDataTypes())
-    model = model.transform(MinimizeWeightBitWidth())
-    model = model.transform(InferDataTypes())
-    return model
+    return [MinimizeWeightBitWidth(), MinimizeAccumulatorWidth(), InferDataTypes(),
+            RoundAndClipThresholds(), InferDataTypes(), MinimizeWeightBitWidth(),
+            InferDataTypes()]
 
 
 def _lower_datatypes(model: ModelWrapper, build) -> ModelWrapper:
@@ -106,7 +95,7 @@ def _lower_datatypes(model: ModelWrapper, build) -> ModelWrapper:
         raise BuildError(f"no RTL lowering: {e}") from None
     model = model.transform(InferDataTypes())
     if t.changes:
-        build.state.setdefault("rtl_datatype_changes", []).extend(t.changes)
+        build.state.rtl_datatype_changes.extend(t.changes)
     return model
 
 
@@ -118,35 +107,35 @@ def step_load_model(model, build):
     from .model_io import resolve_model
 
     bundle = resolve_model(build.cfg, build.out / "model")
-    build.state["meta"] = bundle.meta
-    build.state["model_source"] = bundle.source
-    build.state["model_files"] = {str(bundle.qonnx_path): build.sha256(bundle.qonnx_path)}
+    build.state.meta = bundle.meta
+    build.state.model_source = bundle.source
+    build.state.model_files = {str(bundle.qonnx_path): build.sha256(bundle.qonnx_path)}
     if build.cfg.model.checkpoint:
-        build.state["model_files"][build.cfg.model.checkpoint] = build.sha256(
+        build.state.model_files[build.cfg.model.checkpoint] = build.sha256(
             build.cfg.model.checkpoint)
     model = ModelWrapper(str(bundle.qonnx_path))
     fix = FixUnsignedBinaryActExport()
     model = model.transform(fix)
     if fix.fixed:
-        build.state["export_fixups"] = {"FixUnsignedBinaryActExport": fix.fixed}
+        build.state.export_fixups = {"FixUnsignedBinaryActExport": fix.fixed}
         log.warning("rewrote %d Relu->BipolarQuant (1-bit unsigned activation export defect)",
                     len(fix.fixed))
     build.init_verifier(reset=True)
     if _verify_enabled(build):
-        build.verifier.prepare_inputs(build.cfg.verify, build.state.setdefault("data_files", {}))
+        build.verifier.prepare_inputs(build.cfg.verify, build.state.data_files)
         # qonnx' cleanup (shape inference, constant folding) does not change semantics and
         # gives the executor the tensor shapes a TorchScript export leaves out
         from qonnx.util.cleanup import cleanup_model
 
         reference = cleanup_model(model)
         reference.save(str(build.verifier.reference_model_path))
-        _onnx_stage(build, reference, "qonnx", "load_model")
+        _onnx_stage(build, reference, "load_model")
         if bundle.torch_model is not None:
             t = time.time()
             logits = build.verifier.run_torch(bundle.torch_model)
-            build.verifier.check("brevitas", "load_model", logits, None, None, time.time() - t)
+            build.verifier.check("load_model_brevitas", logits, seconds=time.time() - t)
         else:
-            build.verifier.skip("brevitas", "load_model",
+            build.verifier.skip("load_model_brevitas",
                                 "model given as QONNX file: no Brevitas module to run")
     return model
 
@@ -158,19 +147,16 @@ def step_qonnx_to_finn(model, build):
 
     model = cleanup_model(model)
     model = model.transform(ConvertQONNXtoFINN())
-    _onnx_stage(build, model, "finn_onnx", "qonnx_to_finn")
+    _onnx_stage(build, model, "qonnx_to_finn")
     return model
 
 
 def step_tidy_up(model, build):
     """Shapes, constant folding (e.g. the folded task-embedding bias), names, datatypes."""
-    model = model.transform(InferShapes())
-    model = model.transform(FoldConstants())
-    model = model.transform(GiveUniqueNodeNames())
-    model = model.transform(GiveReadableTensorNames())
-    model = model.transform(InferDataTypes())
-    model = model.transform(RemoveStaticGraphInputs())
-    _onnx_stage(build, model, "tidy", "tidy_up")
+    model = apply_all(model, [InferShapes(), FoldConstants(), GiveUniqueNodeNames(),
+                              GiveReadableTensorNames(), InferDataTypes(),
+                              RemoveStaticGraphInputs()])
+    _onnx_stage(build, model, "tidy_up")
     return model
 
 
@@ -198,13 +184,13 @@ def step_streamline(model, build):
     split = split_host_ops(model)
     acc = split["acc_tensor"]
     adt = model.get_tensor_datatype(acc)
-    build.state["streamlined_host_ops"] = {"pre": split["pre"], "post": split["post"]}
-    build.state["acc_tensor"] = acc
+    build.state.streamlined_host_ops = {"pre": split["pre"], "post": split["post"]}
+    build.state.acc_tensor = acc
     if not adt.is_integer():
         log.warning("accumulator tensor %s is %s, not integer", acc, adt.name)
     if _verify_enabled(build):
         host = {"pre": split["pre"], "post": split["post"]}
-        _onnx_stage(build, model, "streamlined", "streamline", acc, host)
+        _onnx_stage(build, model, "streamline", acc, host)
         build.verifier.recheck_float_stages(host)
     return model
 
@@ -242,6 +228,7 @@ def step_convert_to_hw(model, build):
         InferThresholdingLayer,
     )
     from finn.transformation.move_reshape import RemoveCNVtoFCFlatten
+    from finn.transformation.streamline.absorb import AbsorbConsecutiveTransposes
 
     model = model.transform(InferThresholdingLayer())  # standalone thresholds first
     model = model.transform(InferQuantizedMatrixVectorActivation())
@@ -254,18 +241,9 @@ def step_convert_to_hw(model, build):
     model = model.transform(InferElementwiseBinaryOperation(_hw_filter_not_host(model)))
     model = model.transform(InferGlobalAccPoolLayer())
     model = model.transform(InferDuplicateStreamsLayer())
-    model = model.transform(absorb_consecutive_transposes())
-    model = model.transform(GiveUniqueNodeNames())
+    model = model.transform(AbsorbConsecutiveTransposes())
     model = model.transform(InferDataLayouts())
-    model = model.transform(InferDataTypes())
-    model = model.transform(InferShapes())
-    return model
-
-
-def absorb_consecutive_transposes():
-    import finn.transformation.streamline.absorb as absorb
-
-    return absorb.AbsorbConsecutiveTransposes()
+    return apply_all(model, names_shapes_types())
 
 
 def step_minimize_datatypes(model, build):
@@ -273,10 +251,10 @@ def step_minimize_datatypes(model, build):
     what the RTL MVU accepts: narrow-range signed weights (checked on the actual weight
     values, widened by one bit where a weight hits the type minimum), bipolar weights as
     INT2, 1-bit activations as UINT2. Verifies the HW layers (python execution)."""
-    model = _minimize_bit_width(model)
+    model = apply_all(model, minimize_bit_widths())
     model = _lower_datatypes(model, build)
-    host = build.state.get("streamlined_host_ops")
-    _onnx_stage(build, model, "hw", "minimize_datatypes", build.state.get("acc_tensor"), host)
+    _onnx_stage(build, model, "minimize_datatypes", build.state.acc_tensor,
+                build.state.streamlined_host_ops)
     return model
 
 
@@ -323,9 +301,9 @@ def step_create_dataflow_partition(model, build):
     if set(hs["pre_nodes"]) | set(hs["post_nodes"]) != {n.name for n in parent.graph.node
                                                          if n.name != sdp.name}:
         raise BuildError("parent graph holds ops that are neither host ops nor the partition")
-    build.state["host_ops"] = host
-    build.state["parent_model"] = str(parent_path)
-    (build.out / "host_ops.json").write_text(json.dumps(host, indent=2))
+    build.state.host_ops = host
+    build.state.parent_model = str(parent_path)
+    write_json_atomic(build.out / "host_ops.json", host, indent=2)
     return child
 
 
@@ -338,16 +316,14 @@ def step_specialize_layers(model, build):
         if node.domain.startswith(HW_DOMAIN):
             getCustomOp(node).set_nodeattr("preferred_impl_style", "rtl")
     model = model.transform(SpecializeLayers(build.cfg.fpga_part))
-    model = model.transform(GiveUniqueNodeNames())
-    model = model.transform(InferShapes())
-    model = model.transform(InferDataTypes())
+    model = apply_all(model, names_shapes_types())
     model = _lower_datatypes(model, build)
     _check_all_rtl(model, build, "after layer specialization")
     return model
 
 
 def _check_all_rtl(model, build, when):
-    build.state["backends"] = hw_backend_table(model)
+    build.state.backends = hw_backend_table(model)
     bad = non_rtl_nodes(model)
     if bad and not build.cfg.allow_hls:
         raise NotAllRTLError(
@@ -370,39 +346,39 @@ def step_set_folding(model, build):
         model = model.transform(ApplyConfig(cfg.folding.file))
         info["mode"] = f"file:{cfg.folding.file}"
     else:
-        cands = F.enumerate_candidates(model, board.part, board.dsp_block)
+        cands = folding.enumerate_candidates(model, board.part, board.dsp_block)
         (rdir / "folding_candidates.json").write_text(
-            json.dumps(F.candidates_report(cands), indent=1))
+            json.dumps(folding.candidates_report(cands), indent=1))
         target = cfg.target_cycles
-        overhead, start, tries = dict.fromkeys(E.RES_KEYS, 0.0), None, []
+        overhead, start, tries = dict.fromkeys(estimates.RES_KEYS, 0.0), None, []
         for _ in range(6):
-            t, sel, ok, frac = F.search(cands, board.budget(), cfg.folding.max_utilization,
+            t, sel, ok, frac = folding.search(cands, board.budget(), cfg.folding.max_utilization,
                                         target, overhead, start)
-            model = F.apply_selection(model, sel)
+            model = folding.apply_selection(model, sel)
             # DWCs/FIFOs depend on the folding: measure them on a trial copy
             full = _with_dwc_fifo(model, build)
-            tot = E.model_resources(full, board.part, board.dsp_block)["total"]
-            ok_full, frac_full = E.fits(tot, board.budget(), cfg.folding.max_utilization)
+            tot = estimates.model_resources(full, board.part, board.dsp_block)["total"]
+            ok_full, frac_full = estimates.fits(tot, board.budget(), cfg.folding.max_utilization)
             tries.append({"cycles": t, "fits_compute_only": ok, "fits_with_dwc_fifo": ok_full,
                           "total": tot})
             if ok_full or target is not None or not ok:
                 ok, frac = ok_full, frac_full
                 break
-            comp = F.totals(sel)
-            overhead = {k: max(0.0, tot[k] - comp[k]) for k in E.RES_KEYS}
+            comp = folding.totals(sel)
+            overhead = {k: max(0.0, tot[k] - comp[k]) for k in estimates.RES_KEYS}
             start = t + 1
         info.update({"mode": "target_fps" if target else "max_fits",
                      "target_cycles": target, "chosen_cycles": t, "fits": ok,
                      "utilization_of_allowed": frac, "tries": tries,
-                     "estimated_fps": F.cycles_to_fps(t, cfg.clock_mhz)})
+                     "estimated_fps": folding.cycles_to_fps(t, cfg.clock_mhz)})
         if not ok:
             msg = (f"folding for {'%g FPS' % cfg.folding.target_fps if target else 'max FPS'}"
                    f" does not fit {board.name} ({board.part}) within max_utilization "
                    f"{vars(cfg.folding.max_utilization)}: needs "
                    + ", ".join(f"{k} {v:.0%} of allowed" for k, v in frac.items()))
-            build.state["folding"] = info
+            build.state.folding = info
             raise DoesNotFitError(msg)
-    build.state["folding"] = info
+    build.state.folding = info
     return model
 
 
@@ -428,20 +404,19 @@ def step_insert_dwc_fifo(model, build):
     check; verification of the folded dataflow partition (python execution of the
     despecialized RTL layers) + host ops against the references."""
     model = _with_dwc_fifo(model, build)
-    model = _minimize_bit_width(model)
+    model = apply_all(model, minimize_bit_widths())
     model = _lower_datatypes(model, build)
-    model = model.transform(InferShapes())
-    model = model.transform(InferDataTypes())
+    model = apply_all(model, names_shapes_types())
     _check_all_rtl(model, build, "after DWC/FIFO insertion")
-    F.write_folding_config(model, build.report_dir / "folding_config.json")
+    folding.write_folding_config(model, build.report_dir / "folding_config.json")
     if _verify_enabled(build):
         from finn.util.verification import despecialize_model
 
         t = time.time()
         child = despecialize_model(model)
-        host = build.state["host_ops"]
+        host = build.state.host_ops
         logits, acc = build.verifier.run_dataflow(child, host)
-        build.verifier.check("folded", "insert_dwc_fifo", logits, acc, host, time.time() - t)
+        build.verifier.check("insert_dwc_fifo", logits, acc, host, time.time() - t)
     return model
 
 
@@ -450,8 +425,6 @@ def _fifo_sizing_inputs(model, build):
     a dataflow is reached after a few images), or random inputs of the input datatype when
     verification is off (the timing of these layers does not depend on the data)."""
     if build.verifier is not None and build.verifier.inputs is not None:
-        from .rtlsim.step import stream_inputs
-
         return stream_inputs(model, build, min(8, build.cfg.verify.images_per_task))[1]
     iname = model.graph.input[0].name
     dt, shape = model.get_tensor_datatype(iname), model.get_tensor_shape(iname)
@@ -467,7 +440,6 @@ def step_set_fifo_depths(model, build):
     the build report next to the estimate); its outputs must equal the python golden. A
     JSON file sets the depths it names; ``minimal`` keeps depth-2 FIFOs (not measured, can
     be much slower than the estimate and deadlock a graph with branches)."""
-    from .pipeline import write_text_atomic
     from .rtlsim.fifo import apply_depths, fifo_nodes, measure, size_fifos
     from .rtlsim.tools import MissingToolError
 
@@ -492,11 +464,17 @@ def step_set_fifo_depths(model, build):
         xs = _fifo_sizing_inputs(model, build)
         wd = build.out / "fifo_sizing"
         cache = cfg.rtlsim.cache_dir
+        phases = rec["phase_seconds"] = {}
         try:
-            sized = size_fifos(model, xs, wd, cache, cfg.fpga_part, cfg.clk_period_ns,
-                               E.performance(model, cfg.clock_mhz)["max_cycles"])
-            apply_depths(model, sized["depths"])
-            built = measure(model, xs, wd / "sized", cache, cfg.fpga_part, cfg.clk_period_ns)
+            with phase("FIFO sizing", f"Verilator simulation of {len(xs)} images with "
+                       "unbounded FIFOs (compile, then run)", phases):
+                sized = size_fifos(model, xs, wd, cache, cfg.fpga_part, cfg.clk_period_ns,
+                                   estimates.performance(model, cfg.clock_mhz)["max_cycles"])
+                apply_depths(model, sized["depths"])
+            with phase("FIFO check", "the design with the sized FIFOs compiled and "
+                       "simulated on the same images", phases):
+                built = measure(model, xs, wd / "sized", cache, cfg.fpga_part,
+                                cfg.clk_period_ns)
         except MissingToolError as e:
             raise BuildError(
                 f"FIFO sizing by simulation needs Verilator: {e}. Fix: make install (it "
@@ -521,8 +499,8 @@ def step_set_fifo_depths(model, build):
     write_text_atomic(build.report_dir / "fifo_depths.json", json.dumps(depths, indent=1))
     rec["depths_file"] = str(build.report_dir / "fifo_depths.json")
     rec["total_depth"] = int(sum(depths.values()))
-    build.state["fifo_depths"] = rec
-    F.write_folding_config(model, build.report_dir / "folding_config.json")
+    build.state.fifo_depths = rec
+    folding.write_folding_config(model, build.report_dir / "folding_config.json")
     return model
 
 
@@ -534,11 +512,11 @@ def step_estimates(model, build):
     cfg = build.cfg
     board = cfg.board_info
     rdir = build.report_dir
-    perf = E.performance(model, cfg.clock_mhz)
-    res = E.model_resources(model, board.part, board.dsp_block)
-    ok, frac = E.fits(res["total"], board.budget(), cfg.folding.max_utilization)
+    perf = estimates.performance(model, cfg.clock_mhz)
+    res = estimates.model_resources(model, board.part, board.dsp_block)
+    ok, frac = estimates.fits(res["total"], board.budget(), cfg.folding.max_utilization)
     util_part = {k: (res["total"][k] / board.budget()[k] if board.budget()[k] else None)
-                 for k in E.RES_KEYS}
+                 for k in estimates.RES_KEYS}
     try:
         ops = model.analysis(op_and_param_counts)
     except Exception as e:  # pragma: no cover
@@ -556,36 +534,19 @@ def step_estimates(model, build):
     (rdir / "estimate_network_performance.json").write_text(json.dumps(
         {k: perf[k] for k in ("max_cycles", "bottleneck", "critical_path_cycles", "est_fps",
                               "est_latency_us", "clock_mhz")}, indent=2))
-    build.state["estimates_summary"] = {
+    build.state.estimates = {
         "est_fps": perf["est_fps"], "est_latency_us": perf["est_latency_us"],
         "max_cycles": perf["max_cycles"], "bottleneck": perf["bottleneck"],
         "est_lut": res["total"]["lut"], "est_bram18": res["total"]["bram18"],
         "est_dsp": res["total"]["dsp"], "est_uram": res["total"]["uram"],
         "finn_lut": res["total_finn"]["lut"], "finn_bram18": res["total_finn"]["bram18"],
         "finn_dsp": res["total_finn"]["dsp"], "fits": ok}
-    # next to the estimate: what the design with the FIFOs as built does (step set_fifo_depths)
-    fd = build.state.get("fifo_depths") or {}
-    built = fd.get("built") or {}
-    build.state["estimates_summary"].update({
-        "fifo_depths": fd.get("method"),
-        "measured_cycles_per_image": built.get("interval_cycles"),
-        "measured_fps": built.get("fps"),
-        "measured_latency_us": built["latency_cycles"] / cfg.clock_mhz if built else None})
     if not ok:
         raise DoesNotFitError(
             f"estimated resources do not fit {board.name} within max_utilization: "
             + ", ".join(f"{k} {res['total'][k]:.0f}/{board.budget()[k]} "
-                        f"({frac[k]:.0%} of allowed)" for k in E.RES_KEYS if frac[k] > 1))
+                        f"({frac[k]:.0%} of allowed)" for k in estimates.RES_KEYS if frac[k] > 1))
     return model
-
-
-def step_rtlsim(model, build):
-    """Stitched Verilator simulation (no Vivado) of the dataflow partition on the
-    verification images: all outputs bit-exact (stage ``rtlsim``), measured cycles per image
-    and latency next to the estimate. Off unless ``rtlsim.enabled``; see finn_build.rtlsim."""
-    from .rtlsim.step import step_rtlsim as _step_rtlsim
-
-    return _step_rtlsim(model, build)
 
 
 STEPS = [

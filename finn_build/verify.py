@@ -1,15 +1,17 @@
 """All-output verification of every build stage on real test images.
 
-Stages (in build order): brevitas -> qonnx -> finn_onnx -> tidy -> streamlined -> hw ->
-folded. Every stage is run on the same N images per task and ALL outputs (every task's
-logits) are compared:
+Stages, named after the step that runs them (in build order): load_model_brevitas (the
+Brevitas module) -> load_model (the QONNX export) -> qonnx_to_finn -> tidy_up -> streamline
+-> minimize_datatypes (HW layers) -> insert_dwc_fifo (the folded partition). Every stage is
+run on the same N images per task and ALL outputs (every task's logits) are compared:
 
 - reference logits: the exported QONNX model (what the build starts from);
 - reference integer accumulators: the streamlined model's input to the host ops (the
   tensor that later is the dataflow partition's output);
-- integer stages (streamlined, hw, folded) must reproduce the accumulators exactly; their
-  logits are the host ops (recorded JSON, applied with numpy) of those accumulators;
-- float stages (brevitas, qonnx, finn_onnx, tidy) must give logits that map back through
+- integer stages (streamline, minimize_datatypes, insert_dwc_fifo) must reproduce the
+  accumulators exactly; their logits are the host ops (recorded JSON, applied with numpy) of
+  those accumulators;
+- float stages (load_model_brevitas ... tidy_up) must give logits that map back through
   the inverse host ops to the same integers (within 0.25 of an accumulator LSB); an image
   where a float32 stage rounded an activation at a quantizer boundary the other way is
   accepted only when ``float64_ref.explain`` reproduces both the stage's result and the
@@ -27,27 +29,20 @@ from pathlib import Path
 
 import numpy as np
 
-from . import host_ops as H
+from . import host_ops
+from .errors import VerificationError
 
 
-class VerificationError(RuntimeError):
-    def __init__(self, stage: str, record: dict):
-        self.stage = stage
-        self.record = record
-        imgs = record.get("mismatch_images", [])
-        outs = record.get("mismatch_outputs", [])
-        super().__init__(
-            f"verification FAILED at stage '{stage}': {len(imgs)} image(s) differ "
-            f"(first: {imgs[:5]}), output indices {outs} "
-            f"({', '.join(record.get('mismatch_tasks', []))}); "
-            f"max |logit diff| {record.get('max_abs_logit_diff')}, "
-            f"max |acc diff| {record.get('max_abs_acc_diff')}")
+# Stages are named after the step that runs them (load_model runs two: the QONNX reference
+# and the Brevitas module); zynq_*: finn_build.bitstream (Vivado / Vitis HLS).
+STAGES = ("load_model_brevitas", "load_model", "qonnx_to_finn", "tidy_up", "streamline",
+          "minimize_datatypes", "insert_dwc_fifo", "rtlsim", "zynq_hls_ipgen", "zynq_stitch")
+FLOAT_STAGES = STAGES[:4]  # re-checked against the integer reference after streamline
+INTEGER_STAGES = STAGES[4:]
 
 
-STAGES = ("brevitas", "qonnx", "finn_onnx", "tidy", "streamlined", "hw", "folded", "rtlsim",
-          "cppsim", "xsim_stitched")
-# rtlsim: finn_build.rtlsim (Verilator); cppsim, xsim_stitched: finn_build.bitstream (Vivado)
-INTEGER_STAGES = ("streamlined", "hw", "folded", "rtlsim", "cppsim", "xsim_stitched")
+def step_of(stage: str) -> str:
+    return "load_model" if stage == "load_model_brevitas" else stage
 
 
 class Verifier:
@@ -114,7 +109,7 @@ class Verifier:
             if key not in memo:
                 if integer:  # compare integers, through the inverse host ops
                     def dist(y):
-                        return float(np.abs(H.invert_post(host, y[None])[0] - target).max())
+                        return float(np.abs(host_ops.invert_post(host, y[None])[0] - target).max())
                 else:
                     def dist(y):
                         return float(np.abs(y - target).max())
@@ -124,7 +119,7 @@ class Verifier:
         out = {}
         for i in imgs:
             if integer:
-                e_stage = explain(i, H.invert_post(host, logits[i: i + 1])[0], 0.25)
+                e_stage = explain(i, host_ops.invert_post(host, logits[i: i + 1])[0], 0.25)
                 e_ref = explain(i, ref_acc[i], 0.25)
             else:
                 e_stage = explain(i, logits[i], logit_tol)
@@ -180,13 +175,13 @@ class Verifier:
         ishape = child.get_tensor_shape(iname)
         accs = []
         for x in self.inputs:
-            xd = H.apply_pre(host, x[None]).reshape(ishape)
+            xd = host_ops.apply_pre(host, x[None]).reshape(ishape)
             if not np.array_equal(xd, np.round(xd)):
                 raise ValueError("dataflow input is not integer after the host pre-ops")
             out = execute_onnx(child, {iname: xd.astype(np.float32)})[oname]
             accs.append(np.asarray(out).reshape(-1))
         acc = np.stack(accs)
-        logits = np.stack([H.apply_post(host, a[None]).reshape(-1) for a in acc])
+        logits = np.stack([host_ops.apply_post(host, a[None]).reshape(-1) for a in acc])
         return logits.astype(np.float32), acc
 
     # ------------------------------------------------------------------ comparing
@@ -214,71 +209,32 @@ class Verifier:
             agree.append(np.argmax(a[:, s[0]:s[1]], 1) == np.argmax(b[:, s[0]:s[1]], 1))
         return float(np.mean(np.concatenate(agree))) if agree else float("nan")
 
-    def check(self, stage: str, step: str, logits: np.ndarray, acc: np.ndarray | None = None,
+    def check(self, stage: str, logits: np.ndarray, acc: np.ndarray | None = None,
               host: dict | None = None, seconds: float = 0.0, raise_on_fail: bool = True) -> dict:
-        """Compare one stage against the references and record it (raise on mismatch)."""
+        """Compare one stage against the references and record it (raise on mismatch). The
+        first logits / accumulators checked become the references."""
+        defined = []  # the first stage checked defines the references
         ref = self._load("ref_logits")
-        ref_acc = self._load("ref_acc")
-        self._store(f"stage_{stage}", logits=logits, **({"acc": acc} if acc is not None else {}))
-        rec = {"stage": stage, "step": step, "n_images": int(len(logits)),
-               "n_outputs": int(logits.shape[1]), "seconds": round(seconds, 2)}
-        if ref is None:  # this stage defines the logits reference
+        if ref is None:
             self._store("ref_logits", logits=logits)
-            ref = {"logits": logits}
-            rec["reference"] = "logits"
-        ref_l = ref["logits"]
-        bad = np.zeros(logits.shape, bool)
+            ref, defined = {"logits": logits}, ["logits"]
+        ref_acc = self._load("ref_acc")
+        if ref_acc is None and acc is not None:
+            self._store("ref_acc", acc=np.asarray(acc, np.float64))
+            ref_acc, defined = {"acc": np.asarray(acc, np.float64)}, defined + ["acc"]
+        ref_l, ref_acc = ref["logits"], (ref_acc["acc"] if ref_acc is not None else None)
+        self._store(f"stage_{stage}", logits=logits, **({"acc": acc} if acc is not None else {}))
+        rec = {"stage": stage, "step": step_of(stage), "n_images": int(len(logits)),
+               "n_outputs": int(logits.shape[1]), "seconds": round(seconds, 2)}
         dl = np.abs(logits.astype(np.float64) - ref_l)
         rec["max_abs_logit_diff"] = float(dl.max())
         rec["argmax_agreement"] = self._argmax_agree(logits, ref_l)
         if acc is not None:
-            acc = np.asarray(acc, np.float64)
-            rec["kind"] = "integer"
-            rec["acc_is_integer"] = bool(np.array_equal(acc, np.round(acc)))
-            if ref_acc is None:
-                self._store("ref_acc", acc=acc)
-                ref_acc = {"acc": acc}
-                rec["reference"] = (rec.get("reference", "") + " acc").strip()
-            da = np.abs(acc - ref_acc["acc"])
-            rec["max_abs_acc_diff"] = float(da.max())
-            bad |= da > 0
-            if not rec["acc_is_integer"]:
-                bad |= np.abs(acc - np.round(acc)) > 0
+            bad = self._compare_integer(rec, np.asarray(acc, np.float64), ref_acc)
         else:
-            rec["kind"] = "float"
-        if host is not None and ref_acc is not None:
-            ab = H.affine_of(host, logits.shape[1])
-            if ab is not None:
-                scale = np.abs(ab[0])
-                tol = 0.25 * scale  # a quarter of one accumulator LSB, per output
-                if acc is None:
-                    # integer stages are judged by their integers alone: the float32 logits
-                    # reference may itself hold boundary flips (see recheck_float_stages)
-                    bad |= dl > tol[None, :]
-                    rec["logit_tolerance"] = "0.25 accumulator LSB per output"
-                    rec_acc = H.invert_post(host, logits)
-                    da = np.abs(rec_acc - ref_acc["acc"])
-                    rec["max_abs_acc_diff"] = float(da.max())
-                    rec["acc_recovered_from_logits"] = True
-                    bad |= da > 0.25
-        else:
-            tol = 1e-4 * max(1.0, float(np.abs(ref_l).max()))
-            bad |= dl > tol
-            rec["logit_tolerance"] = f"abs {tol:.3g} (host ops not known yet; re-checked " \
-                                     "against the integer reference after streamlining)"
-        if acc is None and bad.any():  # float stage: rounding flips at quantizer boundaries?
-            flips = self._explain_boundary(
-                np.flatnonzero(bad.any(1)), logits, ref_l,
-                ref_acc["acc"] if ref_acc is not None else None, host,
-                1e-5 * max(1.0, float(np.abs(ref_l).max())))
-            if flips:
-                rec["boundary_flip_images"] = list(flips.values())
-                rec["boundary_flip_note"] = (
-                    "differences explained by float32 rounding at quantizer boundaries: a "
-                    "float64 execution of the model with the listed activations rounded the "
-                    "other way ([node index, element, distance to the boundary in steps]) "
-                    "reproduces both this stage and the reference")
-                bad[list(flips)] = False
+            bad = self._compare_float(rec, logits, dl, ref_l, ref_acc, host)
+            if bad.any():
+                self._accept_boundary_flips(rec, bad, logits, ref_l, ref_acc, host)
         imgs = np.flatnonzero(bad.any(1))
         outs = np.flatnonzero(bad.any(0))
         rec["status"] = "pass" if len(imgs) == 0 else "fail"
@@ -287,32 +243,85 @@ class Verifier:
         rec["mismatch_image_details"] = self._img_desc(imgs[:50])
         rec["mismatch_outputs"] = [int(o) for o in outs]
         rec["mismatch_tasks"] = self._outputs_to_tasks(outs)
+        if defined:
+            rec["reference"] = " ".join(defined)
         self.results[stage] = rec
         self.save()
         if rec["status"] == "fail" and raise_on_fail:
             raise VerificationError(stage, rec)
         return rec
 
+    @staticmethod
+    def _compare_integer(rec, acc, ref_acc) -> np.ndarray:
+        """Integer stage: its accumulators must equal the reference exactly (and be integers)."""
+        rec["kind"] = "integer"
+        rec["acc_is_integer"] = bool(np.array_equal(acc, np.round(acc)))
+        da = np.abs(acc - ref_acc)
+        rec["max_abs_acc_diff"] = float(da.max())
+        bad = da > 0
+        if not rec["acc_is_integer"]:
+            bad |= np.abs(acc - np.round(acc)) > 0
+        return bad
+
+    @staticmethod
+    def _compare_float(rec, logits, dl, ref_l, ref_acc, host) -> np.ndarray:
+        """Float stage: once the host ops are known, its logits mapped back through the inverse
+        host ops must give the integer reference (within 0.25 LSB); before, the logits must
+        agree with the reference logits to 1e-4 relative (re-checked after streamlining)."""
+        rec["kind"] = "float"
+        bad = np.zeros(logits.shape, bool)
+        if host is not None and ref_acc is not None:
+            affine = host_ops.affine_of(host, logits.shape[1])
+            if affine is not None:
+                tol = 0.25 * np.abs(affine[0])  # a quarter of one accumulator LSB, per output
+                bad |= dl > tol[None, :]
+                rec["logit_tolerance"] = "0.25 accumulator LSB per output"
+                da = np.abs(host_ops.invert_post(host, logits) - ref_acc)
+                rec["max_abs_acc_diff"] = float(da.max())
+                rec["acc_recovered_from_logits"] = True
+                bad |= da > 0.25
+        else:
+            tol = 1e-4 * max(1.0, float(np.abs(ref_l).max()))
+            bad |= dl > tol
+            rec["logit_tolerance"] = f"abs {tol:.3g} (host ops not known yet; re-checked " \
+                                     "against the integer reference after streamlining)"
+        return bad
+
+    def _accept_boundary_flips(self, rec, bad, logits, ref_l, ref_acc, host):
+        """Clear the images of ``bad`` whose difference is a float32 rounding flip at a
+        quantizer boundary (``float64_ref`` reproduces both the stage and the reference)."""
+        flips = self._explain_boundary(np.flatnonzero(bad.any(1)), logits, ref_l, ref_acc,
+                                       host, 1e-5 * max(1.0, float(np.abs(ref_l).max())))
+        if flips:
+            rec["boundary_flip_images"] = list(flips.values())
+            rec["boundary_flip_note"] = (
+                "differences explained by float32 rounding at quantizer boundaries: a "
+                "float64 execution of the model with the listed activations rounded the "
+                "other way ([node index, element, distance to the boundary in steps]) "
+                "reproduces both this stage and the reference")
+            bad[list(flips)] = False
+
     def recheck_float_stages(self, host: dict):
         """Once the host ops and the integer reference are known, re-check the float
         stages that ran before (integer-exact through the inverse host ops)."""
-        for st in ("brevitas", "qonnx", "finn_onnx", "tidy"):
+        for st in FLOAT_STAGES:
             if st not in self.results or self.results[st].get("status") == "skipped":
                 continue
             d = self._load(f"stage_{st}")
             if d is None:
                 continue
             prev = self.results[st]
-            rec = self.check(st, prev["step"], d["logits"], None, host, prev.get("seconds", 0),
+            rec = self.check(st, d["logits"], None, host, prev.get("seconds", 0),
                              raise_on_fail=False)
-            rec["rechecked_after"] = "streamlined"
+            rec["rechecked_after"] = "streamline"
             self.results[st] = rec
             self.save()
             if rec["status"] == "fail":
                 raise VerificationError(st, rec)
 
-    def skip(self, stage: str, step: str, why: str):
-        self.results[stage] = {"stage": stage, "step": step, "status": "skipped", "why": why}
+    def skip(self, stage: str, why: str):
+        self.results[stage] = {"stage": stage, "step": step_of(stage), "status": "skipped",
+                               "why": why}
         self.save()
 
     def summary(self) -> dict:

@@ -10,12 +10,13 @@ TINY_TASKS = ["tiny_pneumoniamnist", "tiny_breastmnist", "tiny_bloodmnist"]
 def tiny_config(tmp_path, arch="mlp", **over):
     """A small real run config on the tiny MedMNIST subsets."""
     from brevitas_models.config import config_from_dict, merge
+    # each arch's section takes only its own fields
+    model = ({"arch": "mlp", "in_channels": 1, "hidden": [32, 16]} if arch == "mlp" else
+             {"arch": arch, "in_channels": 3,
+              "convs": [[8, 3, 2, 1], [8, 3, 2, 1], [16, 3, 2, 0], [16, 3, 1, 0]]})
     raw = {"name": f"tiny_{arch}", "seed": 0, "out_dir": str(tmp_path / "runs"),
            "data": {"tasks": TINY_TASKS, "epoch_size": 128},
-           "model": {"arch": arch, "in_channels": 1 if arch == "mlp" else 3, "w_bits": 4,
-                     "a_bits": 4, "hidden": [32, 16],
-                     "convs": [[8, 3, 2, 1], [8, 3, 2, 1], [16, 3, 2, 0], [16, 3, 1, 0]],
-                     "head_hidden": 8},
+           "model": {**model, "w_bits": 4, "a_bits": 4, "head_hidden": 8},
            "train": {"epochs": 2, "batch_size": 32, "threads": 1}}
     return config_from_dict(merge(raw, over))
 

@@ -1,6 +1,12 @@
+import json
+from pathlib import Path
+
 import pytest
 
-from brevitas_models.config import ConfigError, load_config, parse_override
+from brevitas_models.config import (ConfigError, config_from_dict, load_config, parse_override,
+                                    schema_text)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write(tmp_path, text):
@@ -51,10 +57,16 @@ def test_overrides_apply_and_are_validated(tmp_path):
         parse_override("train.epochs")
 
 
-def test_shipped_configs_are_valid():
-    from pathlib import Path
-    for p in sorted(Path("configs").glob("*.yaml")):
-        load_config(p)
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml"))
+                         + sorted((ROOT / "build_configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    from finn_build.config import load_build_config
+
+    if path.parent.name == "configs":
+        cfg = load_config(path)
+        assert config_from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()  # a dump loads back
+    else:
+        load_build_config(path)
 
 
 def test_empty_config_file_is_refused(tmp_path):
@@ -89,3 +101,56 @@ def test_run_name_cannot_leave_out_dir(tmp_path, name):
 def test_batch_larger_than_epoch_size_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="train.batch_size: 64 is larger than data.epoch_size 32"):
         load_config(write(tmp_path, "data: {epoch_size: 32}\ntrain: {batch_size: 64}"))
+
+
+@pytest.mark.parametrize("text, words", [
+    ("model: {arch: mlp, convs: [[16, 3, 1, 1]]}",
+     "model.convs: a field of arch cnn, not of arch mlp; remove it or set model.arch: cnn"),
+    ("model: {convs: [[16, 3, 1, 1]]}", "model.convs: a field of arch cnn, not of arch mlp"),
+    ("model: {arch: cnn, in_channels: 3, hidden: [64]}",
+     "model.hidden: a field of arch mlp, not of arch cnn"),
+])
+def test_a_field_of_another_arch_is_named_with_its_arch(tmp_path, text, words):
+    with pytest.raises(ConfigError, match=words):
+        load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("text, words", [
+    ("trian: {epochs: 3}", "<top level>: unknown key(s) ['trian'] (did you mean 'train'?)"),
+    ("model: {hiden: [3]}", "model: unknown key(s) ['hiden'] (did you mean 'hidden'?)"),
+    ("train: {epoch: 3}", "train: unknown key(s) ['epoch'] (did you mean 'epochs'?)"),
+])
+def test_unknown_key_suggests_the_closest(tmp_path, text, words):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert words in str(e.value) and "known keys:" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_config_stored_before_per_arch_sections_still_loads_equal(arch):
+    """Checkpoints and run snapshots written before each arch had its own section hold every
+    arch's model fields; they must load and compare equal to today's config (resume, evaluate)."""
+    cfg = load_config(ROOT / "configs" / f"demo_{arch}.yaml")
+    old = cfg.to_dict()
+    old["model"].setdefault("hidden", [64, 64])
+    old["model"].setdefault("convs", [[16, 3, 1, 1], [32, 3, 2, 1], [32, 3, 2, 1], [64, 3, 1, 0],
+                                      [64, 3, 1, 0], [128, 3, 1, 0]])
+    assert config_from_dict(old).to_dict() == cfg.to_dict()
+
+
+def test_model_arch_and_in_channels_choices(tmp_path):
+    with pytest.raises(ConfigError, match=r"model.arch: 'resnet' is not one of \['mlp', 'cnn'\]"):
+        load_config(write(tmp_path, "model: {arch: resnet}"))
+    with pytest.raises(ConfigError, match=r"model.in_channels: 2 is not one of \[1, 3\]"):
+        load_config(write(tmp_path, "model: {in_channels: 2}"))
+
+
+def test_committed_json_schemas_are_current():
+    from finn_build.config import schemas
+
+    for file, schema in schemas().items():
+        path = ROOT / "docs" / "schema" / file
+        assert path.is_file() and path.read_text() == schema_text(schema), (
+            f"{path} is stale: run `make schema` and commit it")
+        assert "yaml-language-server: $schema=" in json.loads(path.read_text())["description"]

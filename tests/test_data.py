@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+import medimage
 from brevitas_models import data
 from brevitas_models.tasks import TASKS, get_task
 
@@ -153,16 +154,16 @@ def test_npz_corrupt_and_missing(tmp_path):
 
 def test_to_channels_luma_and_replication():
     rgb = np.array([[[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 255, 255]]]], np.uint8)
-    gray = data.to_channels(rgb, 1)
+    gray = medimage.to_channels(rgb, 1)
     assert gray.shape == (1, 2, 2, 1) and gray.dtype == np.uint8
     assert gray[0, :, :, 0].tolist() == [[76, 150], [29, 255]]  # ITU-R 601, rounded
-    back = data.to_channels(gray, 3)
+    back = medimage.to_channels(gray, 3)
     assert back.shape == (1, 2, 2, 3) and (back == gray).all()
     blood = data.load_task("tiny_bloodmnist")["val"].images
     pil = np.stack([np.asarray(Image.fromarray(im).convert("L")) for im in blood])
-    assert np.abs(data.to_channels(blood, 1)[..., 0].astype(int) - pil).max() <= 1
+    assert np.abs(medimage.to_channels(blood, 1)[..., 0].astype(int) - pil).max() <= 1
     with pytest.raises(ValueError, match="cannot convert 2 channels"):
-        data.to_channels(np.zeros((1, 2, 2, 2), np.uint8), 1)
+        medimage.to_channels(np.zeros((1, 2, 2, 2), np.uint8), 1)
 
 
 def test_load_task_size_and_channels():
@@ -172,7 +173,7 @@ def test_load_task_size_and_channels():
     assert (im[..., 0] == im[..., 2]).all()
     assert data.load_task("tiny_bloodmnist", channels=1)["test"].images.shape == (16, 28, 28, 1)
     const = np.full((2, 28, 28, 1), 77, np.uint8)
-    assert (data.resize_images(const, 14) == 77).all()
+    assert (medimage.resize(const, 14) == 77).all()
 
 
 # --------------------------------------------------------------------------- image trees

@@ -1,4 +1,4 @@
-"""The board runtime (deploy/pynq) off-board: tiny FINN builds (finn_build.testing), their
+"""The board runtime (deploy/pynq) off-board: tiny FINN builds (tests/build_helpers.py), their
 deploy packages, and the EXACT runtime code driving a simulated PYNQ overlay whose DMAs feed
 the Verilator simulation of the build's RTL. Only the board and Vivado are faked (tests that
 use the fake say ``simulated_overlay``); FINN, Verilator and the data (../shared/data through
@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deploy.host.package import build_package
 from deploy.pynq import host_ops as RH
-from deploy.pynq import packing as P
-from deploy.pynq.package import build_package
+from deploy.pynq import packing
 from deploy.pynq.runtime import Classifier, DeployError, load_metadata
 from finn_build.config import config_from_dict
 from finn_build.pipeline import run_build
-from finn_build.testing import tiny_build_dict
+from build_helpers import tiny_build_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def tiny(tmp_path_factory, rtl_env):
 @pytest.fixture(scope="module")
 def overlay(tiny, rtl_env):
     """arch -> SimulatedOverlay of the tiny build (compiled once per module)."""
-    from deploy.pynq.sim_overlay import SimulatedOverlay
+    from deploy.host.sim_overlay import SimulatedOverlay
 
     made = {}
 
@@ -96,10 +96,10 @@ def test_numpy_packing_equals_finn(dt, shape):
     rng_x = gen_finn_dt_tensor(DataType[dt], shape)
     ref = np.ascontiguousarray(finnpy_to_packed_bytearray(
         rng_x, DataType[dt], reverse_inner=True, reverse_endian=True))
-    got = P.pack(rng_x, dt, shape)
+    got = packing.pack(rng_x, dt, shape)
     assert got.dtype == np.uint8 and got.shape == ref.shape
     assert np.array_equal(got, ref)
-    back = P.unpack(got, dt, shape)
+    back = packing.unpack(got, dt, shape)
     assert np.array_equal(back, rng_x)
     assert np.array_equal(back, packed_bytearray_to_finnpy(
         ref, DataType[dt], shape, reverse_inner=True, reverse_endian=True))
@@ -107,9 +107,9 @@ def test_numpy_packing_equals_finn(dt, shape):
 
 def test_packing_rejects_values_outside_the_datatype():
     with pytest.raises(ValueError, match=r"outside UINT4 \(0\.\.15\)"):
-        P.pack(np.array([[3, 16]]), "UINT4", [1, 2])
+        packing.pack(np.array([[3, 16]]), "UINT4", [1, 2])
     with pytest.raises(ValueError, match="integers"):
-        P.pack(np.array([[0.5, 1]]), "INT4", [1, 2])
+        packing.pack(np.array([[0.5, 1]]), "INT4", [1, 2])
 
 
 def test_finn_build_uses_the_runtime_host_ops():
@@ -142,7 +142,7 @@ def test_runtime_on_simulated_overlay_classifies_every_task(tiny, overlay, arch)
     project loader's; accumulators, logits and labels equal the python golden computed here
     and the build's recorded expected outputs; partial DMA batches included. Samples of
     classes the build verified no image of come from the test split (the loader's image)."""
-    from deploy.pynq.sim_overlay import partition_model_path
+    from deploy.host.sim_overlay import partition_model_path
     from finn_build.data import load_images
 
     cfg, rep, pkg = tiny(arch)
@@ -228,8 +228,8 @@ def test_dma_metadata_equals_finns_zynq_shell_driver_shapes(tiny, arch, tmp_path
     from qonnx.custom_op.registry import getCustomOp
     from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueNodeNames
 
-    from deploy.pynq.package import check_zynq_shell
-    from deploy.pynq.sim_overlay import partition_model_path
+    from deploy.host.package import check_zynq_shell
+    from deploy.host.sim_overlay import partition_model_path
     from finn.transformation.fpgadataflow.create_dataflow_partition import (
         CreateDataflowPartition,
     )
@@ -378,9 +378,9 @@ def test_deploy_package_archive_runs_its_cli_on_simulated_overlay(tiny, overlay,
     conf = Path(cfg.out_dir) / "config.yaml"
     dry = subprocess.run(["make", "-n", "deploy-package", f"CONFIG={conf}"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
-    assert f"-m deploy.pynq.package --config {conf}" in dry.stdout, dry.stdout + dry.stderr
+    assert f"-m deploy.host.package --config {conf}" in dry.stdout, dry.stdout + dry.stderr
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "deploy.pynq.package", "--config", str(conf),
+    r = subprocess.run([sys.executable, "-m", "deploy.host.package", "--config", str(conf),
                         "--out-dir", str(out)], cwd=ROOT, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
@@ -390,9 +390,12 @@ def test_deploy_package_archive_runs_its_cli_on_simulated_overlay(tiny, overlay,
         names = set(tar.getnames())
         tar.extractall(tmp_path / "fresh")
     for f in ("README.md", "metadata.json", "samples/expected.json", "deploy/pynq/runtime.py",
-              "deploy/pynq/cli.py", "deploy/pynq/packing.py", "deploy/pynq/sim_overlay.py"):
+              "deploy/pynq/cli.py", "deploy/pynq/packing.py", "deploy/pynq/inputs.py",
+              "medimage/__init__.py", "medimage/images.py"):
         assert f"tiny_mlp/{f}" in names, f
-    assert "tiny_mlp/deploy/pynq/package.py" not in names
+    shipped_host_tools = [n for n in names if n.startswith("tiny_mlp/deploy/host")
+                          or n.endswith(("/package.py", "/sim_overlay.py"))]
+    assert shipped_host_tools == []
     root = tmp_path / "fresh" / "tiny_mlp"
     meta = json.loads((root / "metadata.json").read_text())
     assert meta["bitfile"] is None and "without Vivado" in meta["bitfile_note"]
@@ -482,7 +485,7 @@ def test_deploy_package_archive_runs_its_cli_on_simulated_overlay(tiny, overlay,
 def test_package_sample_selection_covers_every_class():
     """Up to ``per_class`` verification images of each class, in class order then
     verification order; classes without one are reported (filled from the split)."""
-    from deploy.pynq.package import pick_samples
+    from deploy.host.package import pick_samples
 
     assert pick_samples([1, 0, 0, 1, 2, 0, 1], 4, 2) == ([1, 2, 0, 3, 4], [3])
     assert pick_samples([0, 1, 2, 3], 8, 2) == ([0, 1, 2, 3], [4, 5, 6, 7])

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from finn_build.config import config_from_dict
-from finn_build.pipeline import FIRST_READER, ResumeError, run_build
-from finn_build.testing import tiny_build_dict
+from finn_build.errors import ResumeError
+from finn_build.pipeline import FIRST_READER, run_build
+from build_helpers import tiny_build_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"fifo_depths": "minimal", "rtlsim": {"enabled": False}}  # no Verilator
@@ -137,9 +138,9 @@ def test_later_step_config_change_is_allowed(build_copy, tmp_path):
     out = Path(cfg.out_dir)
     rep = json.loads((out / "build_report.json").read_text())
     assert 20000 <= rep["estimates"]["est_fps"] < rep0["estimates"]["est_fps"]
-    assert rep["verification"]["verified_stages"][-1] == "folded"
+    assert rep["verification"]["verified_stages"][-1] == "insert_dwc_fifo"
     st = json.loads((out / "state.json").read_text())
-    assert st["config"]["folding"]["target_fps"] == 20000 and "failed_step" not in st
+    assert st["config"]["folding"]["target_fps"] == 20000 and st["failed_step"] is None
     snap = json.loads((out / "intermediate" / "08_set_folding.state.json").read_text())
     assert snap["state"]["config"]["folding"]["target_fps"] == 20000
     # and back to "max": a change of the same later-step field again
@@ -195,26 +196,27 @@ def test_full_disk_mid_build_is_one_clear_line_and_nothing_half_written(build_co
 
 def test_failed_resume_leaves_no_stale_results_of_the_earlier_run(build_copy):
     """A resume that fails at set_folding: the earlier run's later artifacts, estimates and
-    'folded' verification must not remain in the reports or be resumable."""
+    'insert_dwc_fifo' verification must not remain in the reports or be resumable."""
     cfg, _ = build_copy
     out = Path(cfg.out_dir)
     d = cfg.to_dict()
     tight = config_from_dict({**d, "folding": {**d["folding"], "max_utilization": {
         "lut": 0.0001, "bram18": 0.0001, "dsp": 0.0001, "uram": 0.0001}}})
-    from finn_build.steps import DoesNotFitError
+    from finn_build.errors import DoesNotFitError
 
     with pytest.raises(DoesNotFitError):
         run_build(tight, from_step="set_folding", echo=_quiet)
     rep = json.loads((out / "build_report.json").read_text())
     assert rep["status"] == "failed" and rep["failed_step"] == "set_folding"
-    assert rep["estimates"] is None and "folded" not in rep["verification"]["verified_stages"]
-    assert rep["verification"]["verified_stages"][-1] == "hw"
+    assert rep["estimates"] is None
+    assert "insert_dwc_fifo" not in rep["verification"]["verified_stages"]
+    assert rep["verification"]["verified_stages"][-1] == "minimize_datatypes"
     assert not any(a.startswith(("intermediate/08", "intermediate/09", "intermediate/1"))
                    for a in rep["artifacts"]), rep["artifacts"]
     assert list(rep["step_times"])[-2:] == ["specialize_layers", "set_folding"]
     assert not (out / "report" / "estimates.json").exists()
-    assert not (out / "verification" / "stage_folded.npz").exists()
-    assert (out / "host_ops.json").exists() and (out / "verification" / "stage_hw.npz").exists()
+    assert not (out / "verification" / "stage_insert_dwc_fifo.npz").exists()
+    assert (out / "host_ops.json").exists() and (out / "verification" / "stage_minimize_datatypes.npz").exists()
     with pytest.raises(ResumeError) as ei:  # the old 08_set_folding is gone, not reused
         run_build(cfg, from_step="insert_dwc_fifo", echo=_quiet)
     assert "08_set_folding" in str(ei.value) and "use --from-step 'set_folding'" in str(ei.value)

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import medimage
 from brevitas_models import data
 from brevitas_models.tasks import get_task
-from deploy.pynq import cli
-from deploy.pynq import images as I
+from deploy.pynq import cli, inputs
 from deploy.pynq.runtime import DeployError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,14 +154,17 @@ def test_cache_follows_a_rewritten_tar_of_the_same_size_and_mtime(tmp_path):
 
 
 def test_atomic_write_leaves_nothing_when_interrupted(tmp_path):
+    from brevitas_models.files import write_atomic
+
     target = tmp_path / "c" / "x.npz"
 
-    def boom(f):
-        f.write(b"half")
+    def boom(tmp):
+        tmp.write_bytes(b"half")
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        data._atomic_write(target, boom)
+    for unique in (False, True):  # the build's fixed temp name, the shared cache's fresh one
+        with pytest.raises(KeyboardInterrupt):
+            write_atomic(target, boom, unique=unique)
     assert list((tmp_path / "c").iterdir()) == []
 
 
@@ -224,7 +227,7 @@ def test_every_image_type_gives_the_8bit_pixels_in_training_and_runtime(tmp_path
         for v in _variants(np.zeros((2, 2) if channels == 1 else (2, 2, 3), np.uint8)):
             got = split.images[_row(split, f"{cls}/{v}")]
             np.testing.assert_array_equal(got, want, err_msg=f"training {cls}/{v}")
-            board = I.from_file(root / "d/test" / cls / v, task, 24, channels)
+            board = inputs.from_file(root / "d/test" / cls / v, task, 24, channels)
             np.testing.assert_array_equal(board, want, err_msg=f"runtime {cls}/{v}")
             assert split.hashes[_row(split, f"{cls}/{v}")] == split.hashes[
                 _row(split, f"{cls}/png8.png")]  # dedup sees them as one image
@@ -238,8 +241,8 @@ def test_float_images_are_refused_with_one_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"PNEUMONIA/f\.tif: 32-bit float image .* save it as "
                                          r"8- or 16-bit"):
         _load(root)
-    with pytest.raises(I.ImageError, match=r"f\.tif: 32-bit float image"):
-        I.from_file(root / "d/test/PNEUMONIA/f.tif", {}, 24, 1)
+    with pytest.raises(medimage.ImageError, match=r"f\.tif: 32-bit float image"):
+        inputs.from_file(root / "d/test/PNEUMONIA/f.tif", {}, 24, 1)
 
 
 def test_unknown_file_types_are_an_error_and_notes_are_reported(tmp_path):
@@ -262,8 +265,8 @@ def test_unknown_file_types_are_an_error_and_notes_are_reported(tmp_path):
 
 
 def test_one_extension_list_for_training_and_board():
-    assert data.IMAGE_EXTS is I.IMAGE_EXTS
-    assert {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"} <= set(I.IMAGE_EXTS)
+    assert data.IMAGE_EXTS is medimage.IMAGE_EXTS and cli.IMAGE_EXTS is medimage.IMAGE_EXTS
+    assert {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"} <= set(medimage.IMAGE_EXTS)
 
 
 # --------------------------------------------------------------------------- (3) runtime CLI
@@ -336,7 +339,7 @@ def test_classify_reports_each_unreadable_file_in_its_row(tmp_path):
     files, skipped = cli._expand([d], recursive=False)
     assert [p.name for p in skipped] == ["readme.txt"]
     task = {"native_channels": 1, "source_format": "image_tar"}
-    load = lambda f: I.load_input(f, task, 28, 1)  # noqa: E731 - the runtime's real loader
+    load = lambda f: inputs.load_input(f, task, 28, 1)  # noqa: E731 - the runtime's real loader
     rows = cli.classify_files(files, load, _brightness_model, chunk=3)
     assert [r["input"] for r in rows] == [str(f) for f in files]  # every file, in order
     by = {Path(r["input"]).name: r for r in rows}

@@ -10,14 +10,15 @@ import yaml
 
 from finn_build.config import config_from_dict
 from finn_build.pipeline import run_build
-from finn_build.steps import NotAllRTLError
-from finn_build.testing import export_pool_model, flip_weight_step, tiny_build_dict
-from finn_build.verify import VerificationError
+from finn_build.errors import NotAllRTLError
+from build_helpers import export_pool_model, flip_weight_step, tiny_build_dict
+from finn_build.errors import VerificationError
 
 ROOT = Path(__file__).resolve().parents[1]
 RTL_TYPES = {"MVAU_rtl", "Thresholding_rtl", "ConvolutionInputGenerator_rtl", "FMPadding_rtl",
              "StreamingDataWidthConverter_rtl", "StreamingFIFO_rtl"}
-ALL_STAGES = ["brevitas", "qonnx", "finn_onnx", "tidy", "streamlined", "hw", "folded"]
+ALL_STAGES = ["load_model_brevitas", "load_model", "qonnx_to_finn", "tidy_up", "streamline",
+              "minimize_datatypes", "insert_dwc_fifo"]
 
 
 def _quiet(*a, **k):
@@ -44,7 +45,7 @@ def test_tiny_mlp_all_rtl_and_verified(tiny_mlp):
     # all outputs compared, integer stages exact
     for st in ver["stages"]:
         assert st["n_outputs"] == 12
-        if st["stage"] in ("streamlined", "hw", "folded"):
+        if st["stage"] in ("streamline", "minimize_datatypes", "insert_dwc_fifo"):
             assert st["kind"] == "integer" and st["max_abs_acc_diff"] == 0
     # host ops: exact per-class scale/bias behind the partition, layout op in front
     host = json.loads((out / "host_ops.json").read_text())
@@ -70,7 +71,8 @@ def test_resume_from_step_with_new_target(tiny_mlp):
     assert rep2["verification"]["verified_stages"] == ALL_STAGES
 
 
-@pytest.mark.parametrize("after, stage", [("convert_to_hw", "hw"), ("set_folding", "folded")])
+@pytest.mark.parametrize("after, stage", [("convert_to_hw", "minimize_datatypes"),
+                                          ("set_folding", "insert_dwc_fifo")])
 def test_flipped_weight_fails_verification_naming_the_stage(tiny_mlp, tmp_path, after, stage):
     cfg, _ = tiny_mlp
     qonnx = Path(cfg.out_dir) / "model" / "model.onnx"
@@ -87,7 +89,7 @@ def test_flipped_weight_fails_verification_naming_the_stage(tiny_mlp, tmp_path, 
     assert rec["mismatch_images"] and rec["mismatch_outputs"] and rec["mismatch_tasks"]
     # the last layer's weight feeds exactly one output column
     assert len(rec["mismatch_outputs"]) == 1
-    assert ver["verified_stages"][:2] == ["qonnx", "finn_onnx"]
+    assert ver["verified_stages"][:2] == ["load_model", "qonnx_to_finn"]
     rep = json.loads((Path(bad.out_dir) / "build_report.json").read_text())
     assert rep["status"] == "failed" and rep["error_type"] == "VerificationError"
 
@@ -102,7 +104,7 @@ def test_float_stage_rounding_flip_at_a_quantizer_boundary_is_explained_a_defect
     import numpy as np
 
     from finn_build import float64_ref
-    from finn_build import host_ops as H
+    from finn_build import host_ops
     from finn_build.verify import Verifier
 
     cfg, _ = tiny_mlp
@@ -120,20 +122,20 @@ def test_float_stage_rounding_flip_at_a_quantizer_boundary_is_explained_a_defect
     y0, near = float64_ref.run(model, v.inputs[:1])
     assert near and near[0][0] < float64_ref.NEAR
     y1, _ = float64_ref.run(model, v.inputs[:1], [near[0][1:]])
-    acc1 = H.invert_post(host, y1[None])[0]
+    acc1 = host_ops.invert_post(host, y1[None])[0]
     assert np.abs(acc1 - ref_acc[0]).max() >= 0.75  # the flip is visible in the integers
-    logits = np.load(tmp_path / "v" / "stage_qonnx.npz")["logits"].copy()
+    logits = np.load(tmp_path / "v" / "stage_load_model.npz")["logits"].copy()
     logits[0] = y1.astype(np.float32)
-    rec = v.check("brevitas", "load_model", logits, None, host)
+    rec = v.check("load_model_brevitas", logits, None, host)
     assert rec["status"] == "pass" and rec["mismatches"] == 0
     (flip,) = rec["boundary_flip_images"]
     assert flip["index"] == 0 and flip["stage_flips"] == [[*near[0][1:], round(near[0][0], 6)]]
     # a defect: one output one accumulator step off, on image 1
-    scale, _ = H.affine_of(host, logits.shape[1])
-    bad = np.load(tmp_path / "v" / "stage_qonnx.npz")["logits"].copy()
+    scale, _ = host_ops.affine_of(host, logits.shape[1])
+    bad = np.load(tmp_path / "v" / "stage_load_model.npz")["logits"].copy()
     bad[1, 3] += np.float32(scale[3])
     with pytest.raises(VerificationError) as ei:
-        v.check("brevitas", "load_model", bad, None, host)
+        v.check("load_model_brevitas", bad, None, host)
     assert ei.value.record["mismatch_images"] == [1]
     assert ei.value.record["mismatch_outputs"] == [3]
 

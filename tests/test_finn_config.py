@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from build_helpers import tiny_build_dict
 from finn_build.boards import BOARDS, get_board
 from finn_build.config import BuildConfigError, config_from_dict, load_build_config
 
@@ -82,3 +83,51 @@ def test_cli_bad_config_exit_code(tmp_path):
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 1, r.stderr
     assert "clock_mhz" in r.stderr
+
+
+def _untrained(tmp_path, model, **over):
+    raw = tiny_build_dict(tmp_path, model.get("arch", "mlp"))
+    raw["model"]["untrained"]["model"] = model
+    raw["model"]["untrained"].update(over)
+    return raw
+
+
+@pytest.mark.parametrize("model, over, words", [
+    ({"arch": "mlp", "convs": [[8, 3, 2, 1]]}, {},
+     "model.untrained.model.convs: a field of arch cnn, not of arch mlp"),
+    ({"arch": "cnn", "in_channels": 3, "convs": [[8, 3, 2, 1]]}, {},
+     "model.untrained.model.convs: the last conv must leave a 1x1 feature map"),
+    ({"arch": "cnn", "in_channels": 3, "convs": [[8, 3, 2, 1], [8, 3, 2, 1], [16, 3, 2, 0],
+                                                  [16, 3, 1, 0]]}, {"input_size": 64},
+     "model.untrained.model.convs: the last conv must leave a 1x1 feature map"),
+    ({"arch": "vit"}, {}, "model.untrained.model.arch: 'vit' is not one of ['mlp', 'cnn']"),
+    ({"w_bits": 9}, {}, "model.untrained.model.w_bits: 9 is outside 1..8"),
+    ({}, {}, "model.untrained.model: needs a model section"),
+])
+def test_untrained_model_section_is_checked_per_arch(tmp_path, model, over, words):
+    with pytest.raises(BuildConfigError) as e:
+        config_from_dict(_untrained(tmp_path, model, **over), "cfg.yaml")
+    assert str(e.value).startswith(f"cfg.yaml: {words}"), str(e.value)
+
+
+def test_to_dict_keeps_the_untrained_model_as_written(tmp_path):
+    # a build's resume records compare to_dict(): defaults must not appear in it
+    convs = [[8, 3, 2, 1], [8, 3, 2, 1], [16, 3, 2, 0], [16, 3, 1, 0]]
+    raw = _untrained(tmp_path, {"arch": "cnn", "in_channels": 3, "convs": convs})
+    cfg = config_from_dict(raw, "cfg.yaml")
+    assert cfg.to_dict()["model"]["untrained"]["model"] == raw["model"]["untrained"]["model"]
+    assert cfg.model.untrained.model.head_hidden == 16  # the default, on the object
+    assert config_from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
+
+
+def test_loader_fields_and_derived_values(tmp_path):
+    p = ROOT / "build_configs" / "mlp_w4a4_pynqz1.yaml"
+    cfg = load_build_config(p)
+    assert cfg.source_file == str(p) and "source_file" not in cfg.to_dict()
+    assert vars(cfg.folding.max_utilization) == {"lut": 0.85, "bram18": 0.9, "dsp": 0.95,
+                                                 "uram": 0.9}
+    assert (cfg.clk_period_ns, cfg.target_cycles) == (10.0, 200)
+    assert cfg.out_dir == Path("build/finn/mlp_w4a4_pynqz1")
+    assert isinstance(cfg.clock_mhz, float) and cfg.to_dict()["clock_mhz"] == 100.0
+    with pytest.raises(BuildConfigError, match=r"unknown key\(s\) \['source_file'\]"):
+        config_from_dict({**cfg.to_dict(), "source_file": "x.yaml"})

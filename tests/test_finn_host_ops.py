@@ -1,7 +1,7 @@
 """Host-op records: exact application and inversion (numpy only)."""
 import numpy as np
 
-from finn_build import host_ops as H
+from finn_build import host_ops
 
 
 def test_post_ops_affine_and_inverse():
@@ -11,11 +11,11 @@ def test_post_ops_affine_and_inverse():
     b = rng.normal(size=12).astype(np.float32)
     host = {"pre": [{"op": "reshape", "shape": [1, 784]}],
             "post": [{"op": "mul", "value": s.tolist()}, {"op": "add", "value": b.tolist()}]}
-    y = H.apply_post(host, acc)
+    y = host_ops.apply_post(host, acc)
     np.testing.assert_array_equal(y, acc * s + b)
-    back = H.invert_post(host, y)
+    back = host_ops.invert_post(host, y)
     assert np.abs(back - acc).max() < 1e-2
     x = np.zeros((1, 1, 28, 28), np.float32)
-    assert H.apply_pre(host, x).shape == (1, 784)
+    assert host_ops.apply_pre(host, x).shape == (1, 784)
     t = {"pre": [{"op": "transpose", "perm": [0, 2, 3, 1]}]}
-    assert H.apply_pre(t, np.zeros((1, 3, 28, 28))).shape == (1, 28, 28, 3)
+    assert host_ops.apply_pre(t, np.zeros((1, 3, 28, 28))).shape == (1, 28, 28, 3)

@@ -9,9 +9,6 @@ from brevitas_models.report import (
     plot_confusion,
     plot_curves,
     read_json,
-    render_accuracy_table,
-    render_generic_table,
-    update_results_md,
     write_json,
 )
 
@@ -196,47 +193,3 @@ def test_write_json_failure_after_temp_file_cleans_up(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_json({"a": 1}, str(tmp_path / "r.json"))
     assert os.listdir(tmp_path) == []
-
-
-def _rec(model, w, a, task, acc, auc=0.9):
-    return {"model": model, "w_bits": w, "a_bits": a, "mode": "multitask", "loss": "ce",
-            "task": task, "split": "test", "acc": acc, "auc": auc, "precision": 0.5,
-            "recall": 0.25, "f1": 1 / 3, "n": 40}
-
-
-def test_render_accuracy_table_sorted_and_formatted():
-    recs = [_rec("cnn", 2, 2, "A", 0.6), _rec("cnn", 8, 8, "B", 0.85),
-            _rec("cnn", None, None, "A", 0.9), _rec("cnn", 1, 1, "A", 0.5),
-            _rec("cnn", 8, 8, "A", 0.87654, auc=None), _rec("cnn", 4, 4, "A", 0.8)]
-    md = render_accuracy_table(recs)
-    rows = [r for r in md.strip().splitlines()[2:]]
-    assert len(rows) == 6
-    bits_task = [(c[3], c[5]) for c in
-                 ([x.strip() for x in r.strip("|").split("|")] for r in rows)]
-    assert bits_task == [("float", "A"), ("8", "A"), ("8", "B"), ("4", "A"),
-                         ("2", "A"), ("1", "A")]
-    assert "| 0.877 | – | 0.500 | 0.250 | 0.333 | 40 |" in rows[1]
-    assert md.splitlines()[0].startswith("| model |")
-
-
-def test_render_generic_table():
-    md = render_generic_table([{"x": 1, "y": 0.12345}, {"x": 2}], ["x", "y"])
-    assert md.splitlines() == ["| x | y |", "|---|---|", "| 1 | 0.123 |", "| 2 | – |"]
-
-
-def test_update_results_md_replaces_only_its_section(tmp_path):
-    path = tmp_path / "docs" / "results.md"
-    os.makedirs(path.parent)
-    update_results_md(str(path), "Accuracy", "| a |\n|---|\n| old |\n", preamble="First run.")
-    update_results_md(str(path), "Hardware estimates", "| lut |\n|---|\n| 1234 |\n")
-    before = path.read_text()
-    hw_block = before[before.index("<!-- BEGIN hardware-estimates -->"):]
-    assert "<!-- END hardware-estimates -->" in hw_block
-
-    update_results_md(str(path), "Accuracy", "| a |\n|---|\n| new \\d |\n")
-    after = path.read_text()
-    assert "new \\d" in after and "old" not in after and "First run." not in after
-    assert after.count("## Accuracy") == 1 and after.count("<!-- BEGIN accuracy -->") == 1
-    assert after[after.index("<!-- BEGIN hardware-estimates -->"):] == hw_block
-    assert after.index("## Accuracy") < after.index("## Hardware estimates")
-    assert [f.name for f in path.parent.iterdir()] == ["results.md"]

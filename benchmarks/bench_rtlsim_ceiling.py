@@ -14,8 +14,8 @@ The second figure is an upper bound on the simulation speed of this design with 
 model, however cheap. Both libraries run the same random input stream, alternating, several
 rounds (this VM's speed drifts between runs; the ratio within one run is what counts).
 
-    python -m finn_build.bench_rtlsim_ceiling                  # both demo configs
-    python -m finn_build.bench_rtlsim_ceiling --configs build_configs/mlp_w4a4_pynqz1.yaml
+    python -m benchmarks.bench_rtlsim_ceiling                  # both demo configs
+    python -m benchmarks.bench_rtlsim_ceiling --configs build_configs/mlp_w4a4_pynqz1.yaml
 
 Needs a finished build of the config (``make bench-rtlsim`` or ``make build``): it reads
 ``intermediate/11_estimates.onnx`` (the folded partition the rtlsim step gets).
@@ -24,8 +24,6 @@ are kept with the commit they ran at).
 """
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import re
 import shutil
 import statistics
@@ -34,7 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks import harness
+from finn_build.provenance import git_commit, now
+
 CONFIGS = ["build_configs/mlp_w4a4_pynqz1.yaml", "build_configs/cnn_w4a4_pynqz1.yaml"]
 PARTITION = "intermediate/11_estimates.onnx"
 
@@ -81,9 +81,9 @@ def measure(partition, fpga_part: str, clk_ns: float, work, cycles: int, rounds:
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.basic import gen_finn_dt_tensor
 
-    from .finn_env import ensure_finn_env
-    from .rtlsim.flow import Stitched
-    from .rtlsim.hdl import HDLDesign, generate_hdl
+    from finn_build.finn_env import ensure_finn_env
+    from finn_build.rtlsim.flow import Stitched
+    from finn_build.rtlsim.hdl import HDLDesign, generate_hdl
 
     ensure_finn_env()
     model = ModelWrapper(str(partition))
@@ -133,8 +133,7 @@ def measure(partition, fpga_part: str, clk_ns: float, work, cycles: int, rounds:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.argument_parser(__doc__, out="benchmarks/results/rtlsim_ceiling.json")
     ap.add_argument("--configs", nargs="+", default=CONFIGS)
     ap.add_argument("--build", default=None,
                     help="with one config: its finished build (default: "
@@ -142,21 +141,15 @@ def main(argv=None) -> int:
     ap.add_argument("--cycles", type=int, default=2_000_000, help="cycles per timed run")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work-dir", default="build/bench_rtlsim_ceiling")
-    ap.add_argument("--out", default="benchmarks/results/rtlsim_ceiling.json")
     args = ap.parse_args(argv)
 
-    from brevitas_models.report import render_generic_table, update_results_md, write_json
-
-    from .config import BuildConfigError, load_build_config
-    from .pipeline import _git_commit
-    from .report import keep_other_records
+    from finn_build.config import BuildConfigError, load_build_config
 
     if args.build and len(args.configs) != 1:
         sys.exit("bench-rtlsim-ceiling: --build needs exactly one --configs entry")
-    commit = _git_commit()  # before this run writes its results
-    date = dt.date.today().isoformat()
-    command = " ".join(["python -m finn_build.bench_rtlsim_ceiling",
-                        *(argv if argv is not None else sys.argv[1:])])
+    commit = git_commit()  # before this run writes its results
+    date = now().split("T")[0]  # a day: these records have always carried one
+    command = harness.command_line("benchmarks.bench_rtlsim_ceiling", argv)
     parts = []
     for path in args.configs:
         try:
@@ -164,7 +157,7 @@ def main(argv=None) -> int:
         except BuildConfigError as e:
             sys.exit(f"bench-rtlsim-ceiling: {e}")
         builds = ([Path(args.build)] if args.build else
-                  [ROOT / "build/bench_rtlsim" / cfg.name, Path(cfg.out_dir)])
+                  [harness.ROOT / "build/bench_rtlsim" / cfg.name, Path(cfg.out_dir)])
         part = next((b / PARTITION for b in builds if (b / PARTITION).exists()), None)
         if part is None:
             sys.exit(f"bench-rtlsim-ceiling: no {PARTITION} under "
@@ -180,17 +173,16 @@ def main(argv=None) -> int:
                               log=lambda m: print(m, flush=True)),
                     "git_commit": commit, "date": date, "command": command})
     # one record per model: records of configs not run now are kept
-    records, command = keep_other_records(args.out, new, lambda r: r["model"], command)
-    write_json({"records": records, "git_commit": commit, "date": date, "command": command},
-               args.out)
+    records, command = harness.keep_other_records(args.out, new, lambda r: r["model"],
+                                                  command)
+    results = harness.record_set(records, command, commit=commit, date=date)
     rows = [{"model": r["model"], "as_is_cycles_per_s": r["median_cycles_per_s"]["as_is"],
              "mvu_core_free_cycles_per_s": r["median_cycles_per_s"]["mvu_core_free"],
              "mvu_core_share_of_time": r["mvu_core_share_of_time"],
              "speedup_bound": r["speedup_bound"], "git_commit": r["git_commit"]}
             for r in records]
-    update_results_md(
-        str(ROOT / "docs" / "results.md"), "RTL simulation speed ceiling",
-        render_generic_table(rows),
+    harness.publish(
+        results, args.out, "RTL simulation speed ceiling", harness.render_generic_table(rows),
         f"From `{command}` ({date}). Stitched Verilator simulation of each build's "
         "partition, as the rtlsim step builds it (`as_is`) and with finn-rtllib's MVU compute "
         "core replaced by a zero-output stub of the same ports and pipeline depth "

@@ -1,6 +1,6 @@
 """HOST ONLY — ``make deploy-package CONFIG=build_configs/X.yaml``: one archive per build.
 
-``python -m deploy.pynq.package --config X.yaml [--build-dir DIR] [--out-dir build/deploy]``
+``python -m deploy.host.package --config X.yaml [--build-dir DIR] [--out-dir build/deploy]``
 writes ``<out-dir>/<name>.tar.gz`` (temp name, then renamed) holding ``<name>/``:
 
 - ``metadata.json``: host ops, tasks (slices, class names, how training prepared their
@@ -8,13 +8,14 @@ writes ``<out-dir>/<name>.tar.gz`` (temp name, then renamed) holding ``<name>/``
   width, IODMA name, as FINN's driver generator computes them), performance figures;
 - ``bitfile/<name>.bit`` + ``.hwh`` when the build has them (a Vivado build); otherwise
   ``metadata.bitfile`` is null and both READMEs say so;
-- ``deploy/pynq/``: the runtime (numpy + pynq on the board; ``sim_overlay.py`` is host only);
+- ``deploy/pynq/`` and ``medimage/``: the runtime and the image conventions it shares with
+  training (numpy + Pillow, ``pynq`` on the board; nothing of ``deploy/host/``);
 - ``samples/<task>/NN_<class>.png``: real test images of every class of every task (native
   channels; up to ``--images-per-class`` of the build's verification images of each class, a
   class the build verified none of: its first image of the verification split, see
   ``make_samples``) and ``samples/expected.json``: their true labels and expected
   accumulators, logits and labels from the build's python golden
-  (``verification/stage_folded.npz``);
+  (``verification/stage_insert_dwc_fifo.npz``);
 - ``README.md``: the short board README (``docs/board_guide.md`` is the full guide).
 """
 from __future__ import annotations
@@ -31,12 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import images as I
-from .runtime import FORMAT, DeployError
+from deploy.pynq import host_ops
+from deploy.pynq import inputs as runtime_inputs
+from deploy.pynq.runtime import FORMAT, DeployError
+
 from .sim_overlay import partition_model_path, sha256
 
-HERE = Path(__file__).resolve().parent
-HOST_ONLY = ("package.py",)  # not shipped
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# What ships to the board: the runtime and the image conventions it imports (numpy + Pillow).
+SHIPPED = ("deploy/pynq", "medimage")
 
 
 def _dma_tensor(model, tensor: str, first: bool, name: str) -> dict:
@@ -180,18 +184,16 @@ def pick_samples(labels, n_classes: int, per_class: int) -> tuple[list, list]:
 
 def python_golden(build_dir, host: dict, x_nchw: np.ndarray) -> tuple:
     """FINN's python execution of the build's folded dataflow partition between the host ops
-    (as the build's ``folded`` verification stage) -> (acc [n, outputs], float32 logits)."""
+    (as the build's ``insert_dwc_fifo`` verification stage) -> (acc [n, outputs], float32 logits)."""
     from qonnx.core.modelwrapper import ModelWrapper
 
     from finn_build.rtlsim.flow import golden_context
 
-    from . import host_ops as H
-
     m = ModelWrapper(str(partition_model_path(build_dir)))
     oname = m.graph.output[0].name
-    xd = [H.apply_pre(host, np.asarray(x, np.float32)[None]) for x in x_nchw]
+    xd = [host_ops.apply_pre(host, np.asarray(x, np.float32)[None]) for x in x_nchw]
     acc = np.stack([np.asarray(c[oname]).reshape(-1) for c in golden_context(m, xd)])
-    logits = np.stack([H.apply_post(host, a[None]).reshape(-1) for a in acc])
+    logits = np.stack([host_ops.apply_post(host, a[None]).reshape(-1) for a in acc])
     return acc, logits.astype(np.float32)
 
 
@@ -217,14 +219,14 @@ def make_samples(build_dir: Path, cfg, md: dict, per_class: int, root, data_dir=
     res = json.loads((b / "verification" / "results.json").read_text())
     info = res["images"]
     inputs = np.load(b / "verification" / "inputs.npz")["x"]  # NCHW float32
-    gold = np.load(b / "verification" / "stage_folded.npz")
+    gold = np.load(b / "verification" / "stage_insert_dwc_fifo.npz")
     rtl = b / "verification" / "stage_rtlsim.npz"
     rtl = np.load(rtl) if rtl.exists() else None
     rtl_images = [int(i) for i in rtl["images"]] if rtl is not None else []
     size, ch = md["input"]["size"], md["input"]["channels"]
     v = cfg.verify
     root_data = data_dir or v.data_root
-    out = {"source": "the build's python golden: verification/stage_folded.npz (folded "
+    out = {"source": "the build's python golden: verification/stage_insert_dwc_fifo.npz (folded "
                      "dataflow partition, FINN python execution, + host ops); images with "
                      "\"source\": \"split\" (classes the build verified no image of): the same "
                      "partition, FINN python execution at packaging time",
@@ -299,7 +301,7 @@ def make_samples(build_dir: Path, cfg, md: dict, per_class: int, root, data_dir=
         for j, (a, want, acc, lg, lab, src_info) in enumerate(items):
             rel = f"samples/{t['name']}/{j:02d}_{t['classes'][lab].replace(' ', '_')}.png"
             Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(root / rel)
-            got = I.from_file(root / rel, t, size, ch)
+            got = runtime_inputs.from_file(root / rel, t, size, ch)
             if not np.array_equal(got, want):
                 raise DeployError(f"{rel}: the runtime's preprocessing differs from the project "
                                   "loader's model input (data set changed since the build?)")
@@ -397,7 +399,7 @@ def build_package(build_dir, cfg, out_dir, per_class: int = 2, data_dir=None) ->
     """-> path of ``<out_dir>/<name>.tar.gz`` (written to a temp name, then renamed)."""
     b = Path(build_dir)
     for need in ("host_ops.json", "model/model.meta.json", "build_report.json",
-                 "verification/stage_folded.npz", "verification/inputs.npz", "config.yaml"):
+                 "verification/stage_insert_dwc_fifo.npz", "verification/inputs.npz", "config.yaml"):
         if not (b / need).exists():
             raise DeployError(f"{b / need} not found: not a finished FINN build; run "
                               f"`make build CONFIG=...` first")
@@ -406,11 +408,11 @@ def build_package(build_dir, cfg, out_dir, per_class: int = 2, data_dir=None) ->
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".stage-") as tmp:
         root = Path(tmp) / cfg.name
-        (root / "deploy" / "pynq").mkdir(parents=True)
+        for package in SHIPPED:
+            (root / package).mkdir(parents=True)
+            for f in sorted((PROJECT_ROOT / package).glob("*.py")):
+                (root / package / f.name).write_bytes(f.read_bytes())
         (root / "deploy" / "__init__.py").write_text("")
-        for f in sorted(HERE.glob("*.py")):
-            if f.name not in HOST_ONLY:
-                (root / "deploy" / "pynq" / f.name).write_bytes(f.read_bytes())
         samples = make_samples(b, cfg, md, per_class, root, data_dir)
         (root / "samples" / "expected.json").write_text(json.dumps(samples, indent=1))
         if md["bitfile"]:
@@ -432,7 +434,7 @@ def build_package(build_dir, cfg, out_dir, per_class: int = 2, data_dir=None) ->
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m deploy.pynq.package", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m deploy.host.package", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, help="the build config (build_configs/X.yaml, "
                     "or a build's config.yaml snapshot)")

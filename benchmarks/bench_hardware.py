@@ -1,8 +1,8 @@
 """Hardware benchmark: estimated FPS / latency / resources of the all-RTL builds, one record
 per model x bits x board, written to benchmarks/results/hardware.json.
 
-    python -m finn_build.bench_hardware                       # defaults below
-    python -m finn_build.bench_hardware --models mlp cnn --bits 4x4 2x2 \
+    python -m benchmarks.bench_hardware                       # defaults below
+    python -m benchmarks.bench_hardware --models mlp cnn --bits 4x4 2x2 \
         --boards Pynq-Z1 Pynq-Z2 ZCU104 KV260 --clock 100 --images-per-task 32
 
 Each model x bits is built and verified once in full (all stages, real test images) on the
@@ -17,15 +17,15 @@ may point at trained runs instead (<dir>/<model>_mt_w<W>a<A>/best.pt, the runs o
 """
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks import harness
+from finn_build.provenance import git_commit
+
 TASKS = ["pneumoniamnist", "breastmnist", "bloodmnist"]
 MODELS = {
     # the lead's zoo defaults (brevitas_models.config.ModelSection)
@@ -67,8 +67,8 @@ def _record(rep, model, w, a, board, secs):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = harness.argument_parser(__doc__, out="benchmarks/results/hardware.json",
+                                 update="models x bits x boards")
     ap.add_argument("--models", nargs="+", default=["mlp", "cnn"],
                     choices=sorted(MODELS))
     ap.add_argument("--bits", nargs="+", default=["8x8", "4x4", "2x2", "1x1"], help="WxA, e.g. 4x4 1x1")
@@ -77,14 +77,10 @@ def main(argv=None) -> int:
     ap.add_argument("--images-per-task", type=int, default=32)
     ap.add_argument("--checkpoint-dir", default=None)
     ap.add_argument("--work-dir", default="build/bench_hardware")
-    ap.add_argument("--out", default="benchmarks/results/hardware.json")
-    ap.add_argument("--update", action="store_true",
-                    help="re-run only the given models x bits x boards and keep the other "
-                         "records of --out (each record names the commit it ran at)")
     args = ap.parse_args(argv)
 
     from finn_build.config import config_from_dict
-    from finn_build.pipeline import _git_commit, run_build
+    from finn_build.pipeline import run_build
 
     work = Path(args.work_dir)
     records = []
@@ -138,44 +134,34 @@ def main(argv=None) -> int:
                 if bi == 0 and rep.get("host_ops"):
                     first_dir = out_dir
                 r = _record(rep, mname, w, a, board, secs)
-                r["git_commit"] = _git_commit()
+                r["git_commit"] = git_commit()
                 records.append(r)
                 print(f"[bench]   fps={r['est_fps']} lut={r['est_lut']} bram18={r['est_bram18']}"
                       f" dsp={r['est_dsp']} all_rtl={r['all_rtl']} mismatches={r['mismatches']}"
                       f" ({r['build_seconds']}s)", flush=True)
-    command = " ".join([Path(sys.executable).name, "-m", "finn_build.bench_hardware",
-                        *(argv if argv is not None else sys.argv[1:])])
+    command = harness.command_line("benchmarks.bench_hardware", argv)
     if args.update:
-        from finn_build.report import keep_other_records
-
-        records, command = keep_other_records(
+        records, command = harness.keep_other_records(
             args.out, records, lambda r: (r["model"], r["w_bits"], r["a_bits"], r["board"]),
             command)
         order = {m: i for i, m in enumerate(MODELS)}
         records.sort(key=lambda r: (order[r["model"]], -r["w_bits"],
                                     args.boards.index(r["board"]) if r["board"] in args.boards
                                     else 9))
-    out = {"git_commit": _git_commit(),
-           "date": dt.datetime.now().isoformat(timespec="seconds"),
-           "command": command,
-           "clock_mhz": args.clock, "total_seconds": round(time.time() - t_all, 1),
-           "notes": ("est_* are finn-plus analytical estimates with finn_build's corrections "
-                     "(RTL MVU DSP lanes, LUTRAM weights; finn_* are the uncorrected values); "
-                     "folding = fastest that fits max_utilization (lut 0.85, bram18 0.9, "
-                     "dsp 0.95); models: "
-                     + (f"trained checkpoints {args.checkpoint_dir}/<model>_mt_w<W>a<A>/best.pt"
-                        if args.checkpoint_dir else "untrained, BatchNorm calibrated on real "
-                        "training images")),
-           "records": records}
-    from brevitas_models.report import render_generic_table, update_results_md, write_json
-    write_json(out, args.out)
-    update_results_md(
-        str(ROOT / "docs" / "results.md"), "Hardware estimates",
-        render_generic_table(records, HW_COLUMNS),
-        f"From `{out['command']}` at commit `{out['git_commit']}` ({out['date']}), "
-        f"{args.clock:g} MHz. {out['notes']}. Every build is all-RTL and verified on "
-        f"{args.images_per_task} real test images per task at every stage "
-        "(`verified_stages`); `mismatches` counts differing outputs over all stages.")
+    notes = ("est_* are finn-plus analytical estimates with finn_build's corrections "
+             "(RTL MVU DSP lanes, LUTRAM weights; finn_* are the uncorrected values); "
+             "folding = fastest that fits max_utilization (lut 0.85, bram18 0.9, "
+             "dsp 0.95); models: "
+             + (f"trained checkpoints {args.checkpoint_dir}/<model>_mt_w<W>a<A>/best.pt"
+                if args.checkpoint_dir else "untrained, BatchNorm calibrated on real "
+                "training images"))
+    out = harness.record_set(records, command, clock_mhz=args.clock,
+                             total_seconds=round(time.time() - t_all, 1), notes=notes)
+    harness.publish(
+        out, args.out, "Hardware estimates", harness.render_generic_table(records, HW_COLUMNS),
+        harness.provenance_text(out) + f", {args.clock:g} MHz. {notes}. Every build is "
+        f"all-RTL and verified on {args.images_per_task} real test images per task at every "
+        "stage (`verified_stages`); `mismatches` counts differing outputs over all stages.")
     print(f"[bench] wrote {args.out} ({len(records)} records)")
     bad = [r for r in records if not r["all_rtl"] or r["mismatches"]]
     return 1 if bad else 0

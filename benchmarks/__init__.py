@@ -1,0 +1,1 @@
+"""Benchmark drivers (``python -m benchmarks.bench_<name>``) and their shared harness."""
