@@ -3,6 +3,7 @@
   medzoo train    CONFIG.yaml [--set train.epochs=3 ...] [--data-dir DIR] [--restart]
   medzoo evaluate CONFIG.yaml|RUN_DIR [--split val|test]
   medzoo export   CONFIG.yaml|RUN_DIR [--check-images 32]
+  medzoo audit    TASK [TASK...] [--size 64] [--split train] [--data-dir DIR] [--json]
 
 evaluate/export given a CONFIG use the run's best.pt and refuse when the config's model/data
 fields differ from the ones the checkpoint was trained with (given a RUN_DIR, the checkpoint's
@@ -79,6 +80,13 @@ def cmd_export(args):
     print(json.dumps(report, indent=2))
 
 
+def cmd_audit(args):
+    from .shortcut_audit import audit_task, format_table
+    results = [audit_task(t, root=args.data_dir, size=args.size, split=args.split)
+               for t in args.tasks]
+    print(json.dumps(results, indent=1) if args.json else format_table(results))
+
+
 def main(argv=None):
     warnings.filterwarnings("ignore", category=UserWarning)
     ap = argparse.ArgumentParser(prog="medzoo", description=__doc__,
@@ -102,6 +110,13 @@ def main(argv=None):
     p.add_argument("target", help="run directory or the run's config")
     p.add_argument("--check-images", type=int, default=32, help="test images per task")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("audit", help="shortcut audit: can the label be told from image style?")
+    p.add_argument("tasks", nargs="+")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--split", default="train", choices=["train", "val", "test"])
+    p.add_argument("--data-dir", help="data root (default: $MEDFPGA_DATA or ../shared/data)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_audit)
     args = ap.parse_args(argv)
     try:
         args.func(args)

@@ -29,9 +29,9 @@ from .finn_env import ensure_finn_env
 ensure_finn_env()
 
 from brevitas_models.export import FixUnsignedBinaryActExport  # noqa: E402
+from brevitas_models.files import write_json_atomic, write_text_atomic  # noqa: E402
 
 from . import estimates, folding  # noqa: E402
-from brevitas_models.files import write_json_atomic, write_text_atomic  # noqa: E402
 from .errors import BuildError, DoesNotFitError, NotAllRTLError  # noqa: E402
 from .progress import phase  # noqa: E402
 from .rtlsim.step import step_rtlsim, stream_inputs  # noqa: E402
