@@ -48,12 +48,13 @@ def _run_dir(target: str, overrides=None) -> Path:
 
 def print_metrics(metrics: dict, title: str):
     print(f"\n{title}")
-    print(f"  {'task':<22}{'n':>6}{'acc':>8}{'auc':>8}{'prec':>8}{'recall':>8}{'f1':>8}")
+    columns = {"acc": "accuracy", "auc": "auc", "prec": "precision", "recall": "recall",
+               "f1": "f1", "bal_acc": "balanced_accuracy", "sens": "sensitivity",
+               "spec": "specificity", "ece": "ece"}
+    print(f"  {'task':<22}{'n':>6}" + "".join(f"{c:>8}" for c in columns))
     for task, m in metrics.items():
-        def f(k):
-            return "     –" if m.get(k) is None else f"{m[k]:8.3f}"
-        print(f"  {task:<22}{m['n']:>6}{f('accuracy')}{f('auc')}{f('precision')}"
-              f"{f('recall')}{f('f1')}")
+        print(f"  {task:<22}{m['n']:>6}" + "".join(
+            "       –" if m.get(k) is None else f"{m[k]:8.3f}" for k in columns.values()))
 
 
 def cmd_train(args):

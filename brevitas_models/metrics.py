@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import (
+    balanced_accuracy_score,
     confusion_matrix,
     precision_recall_fscore_support,
+    recall_score,
     roc_auc_score,
 )
 
 OTHER_TASK = "other task"
+ECE_BINS = 15
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -25,6 +28,37 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def _f(x) -> float | None:
     return None if x is None else float(x)
+
+
+def expected_calibration_error(labels, probs, preds=None, bins: int = ECE_BINS) -> float:
+    """Top-label ECE (Guo et al. 2017): the images binned by their confidence (the predicted
+    class's probability, equal-width bins), the mean |accuracy - confidence| weighted by the
+    bin's share. (sklearn has per-class calibration curves but no ECE.)"""
+    labels = np.asarray(labels).reshape(-1)
+    probs = np.asarray(probs, dtype=np.float64)
+    preds = probs.argmax(axis=1) if preds is None else np.asarray(preds)
+    conf = probs.max(axis=1)
+    correct = (preds == labels).astype(np.float64)
+    which = np.minimum((conf * bins).astype(np.int64), bins - 1)
+    ece = 0.0
+    for b in np.unique(which):
+        members = which == b
+        ece += members.mean() * abs(correct[members].mean() - conf[members].mean())
+    return float(ece)
+
+
+def _sensitivity_specificity(labels, preds, k: int, pos: int | None):
+    """Binary: recall of the positive and of the negative class. Multi-class: macro over the
+    classes present of one-vs-rest recall (sensitivity) and true-negative rate (specificity)."""
+    if pos is not None:
+        sens = recall_score(labels, preds, labels=[pos], average=None, zero_division=0)[0]
+        spec = recall_score(labels, preds, labels=[1 - pos], average=None, zero_division=0)[0]
+        return sens, spec
+    present = sorted(set(labels.tolist()))
+    sens = np.mean([np.mean(preds[labels == c] == c) for c in present])
+    spec = np.mean([np.mean(preds[labels != c] != c) for c in present if np.any(labels != c)]
+                   or [np.nan])
+    return sens, (None if np.isnan(spec) else spec)
 
 
 def task_metrics(
@@ -40,7 +74,10 @@ def task_metrics(
     labels: (N,) int class indices in 0..K-1; probs: (N, K) class scores.
     Binary tasks report AUC/precision/recall/F1 of the positive class (the one
     that is not `negative_class`; class 1 by default); multi-class tasks report
-    macro averages (AUC one-vs-rest).
+    macro averages (AUC one-vs-rest). Balanced accuracy (mean recall over the classes
+    present), sensitivity / specificity (binary: recall of the positive / the negative
+    class; multi-class: macro one-vs-rest) and the expected calibration error (``ece``)
+    next to accuracy.
     preds: optional (N,) predictions overriding argmax(probs); the value K means
     "predicted a class of another task" (multiclass mode) and is always wrong.
     The confusion matrix then gets an extra "other task" column.
@@ -70,11 +107,16 @@ def task_metrics(
     }
     if n == 0:
         notes.append("no samples")
-        out.update(accuracy=None, auc=None, precision=None, recall=None, f1=None,
+        out.update(accuracy=None, balanced_accuracy=None, sensitivity=None, specificity=None,
+                   ece=None, auc=None, precision=None, recall=None, f1=None,
                    confusion_matrix=[[0] * len(cm_labels) for _ in range(k)])
         return out
 
     out["accuracy"] = float(np.mean(preds == labels))
+    out["balanced_accuracy"] = float(balanced_accuracy_score(labels, preds))
+    sens, spec = _sensitivity_specificity(labels, preds, k, pos)
+    out.update(sensitivity=_f(sens), specificity=_f(spec),
+               ece=expected_calibration_error(labels, probs, preds))
     # Rows are true classes only: no sample's true class is "other task".
     cm = confusion_matrix(labels, preds, labels=cm_labels)[:k]
     out["confusion_matrix"] = cm.astype(int).tolist()

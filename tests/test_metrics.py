@@ -52,6 +52,38 @@ def test_binary_metrics_by_hand():
     assert type(m["accuracy"]) is float and type(m["n"]) is int
 
 
+def test_balanced_accuracy_sensitivity_specificity_by_hand():
+    # confusion [[4, 2], [1, 3]]: negatives 4/6 right, positives 3/4 right
+    m = task_metrics(BIN_LABELS, _probs_from_preds(BIN_PREDS, 2), ["neg", "pos"])
+    assert m["sensitivity"] == pytest.approx(3 / 4) and m["specificity"] == pytest.approx(4 / 6)
+    assert m["balanced_accuracy"] == pytest.approx((3 / 4 + 4 / 6) / 2)
+    swapped = task_metrics(BIN_LABELS, _probs_from_preds(BIN_PREDS, 2), ["pos", "neg"],
+                           negative_class=1)
+    assert swapped["sensitivity"] == pytest.approx(4 / 6)
+    assert swapped["specificity"] == pytest.approx(3 / 4)
+    # 3 classes, confusion [[1, 1, 0], [0, 2, 0], [1, 0, 1]]: recall 1/2, 1, 1/2;
+    # true-negative rate of a vs rest 3/4, b 3/4, c 4/4
+    labels, preds = np.array([0, 0, 1, 1, 2, 2]), np.array([0, 1, 1, 1, 2, 0])
+    m3 = task_metrics(labels, _probs_from_preds(preds, 3), ["a", "b", "c"])
+    assert m3["balanced_accuracy"] == pytest.approx(2 / 3) == m3["sensitivity"]
+    assert m3["specificity"] == pytest.approx((3 / 4 + 3 / 4 + 1) / 3)
+
+
+def test_expected_calibration_error_by_hand():
+    from brevitas_models.metrics import expected_calibration_error
+
+    labels = np.array([0, 0, 1, 1])
+    # all four at confidence 0.9 in one bin, 3 of 4 right: |0.75 - 0.9|
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.9, 0.1]])
+    assert expected_calibration_error(labels, probs) == pytest.approx(0.15)
+    # two bins: 0.6 (1 of 2 right) and 1.0 (2 of 2 right): 0.5*|0.5-0.6| + 0.5*|1-1|
+    probs = np.array([[0.6, 0.4], [0.4, 0.6], [0.0, 1.0], [1.0, 0.0]])
+    assert expected_calibration_error(np.array([0, 0, 1, 0]), probs) == pytest.approx(0.05)
+    m = task_metrics(labels, np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.9, 0.1]]),
+                     ["a", "b"])
+    assert m["ece"] == pytest.approx(0.15)
+
+
 def test_negative_class_one_makes_class_zero_positive():
     # breast-style task: class 1 (benign/normal) is the negative class
     m = task_metrics(BIN_LABELS, _probs_from_preds(BIN_PREDS, 2),
