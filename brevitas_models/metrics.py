@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import (
-    balanced_accuracy_score,
     confusion_matrix,
     precision_recall_fscore_support,
     recall_score,
@@ -113,7 +112,10 @@ def task_metrics(
         return out
 
     out["accuracy"] = float(np.mean(preds == labels))
-    out["balanced_accuracy"] = float(balanced_accuracy_score(labels, preds))
+    # mean recall over the classes present = sklearn's balanced_accuracy_score, without its
+    # warning when a prediction is a class absent from the split (or "other task")
+    out["balanced_accuracy"] = float(recall_score(labels, preds, labels=sorted(set(
+        labels.tolist())), average="macro", zero_division=0))
     sens, spec = _sensitivity_specificity(labels, preds, k, pos)
     out.update(sensitivity=_f(sens), specificity=_f(spec),
                ece=expected_calibration_error(labels, probs, preds))
