@@ -88,6 +88,9 @@ def target_summary(records) -> str:
 
 def write_outputs(records, command):
     results = harness.record_set(records, command)
+    # (records of other studies in the same file, e.g. bench_generalization's, have their own
+    # section)
+    records = [r for r in records if r.get("study") is None]
     test = [r for r in records if r["split"] == "test"]
     pre = (harness.provenance_text(results) + ". Test split; each model was chosen by early "
            "stopping on validation (`benchmarks/results/accuracy.json` also holds the "

@@ -3,7 +3,8 @@
   medzoo train    CONFIG.yaml [--set train.epochs=3 ...] [--data-dir DIR] [--restart]
   medzoo evaluate CONFIG.yaml|RUN_DIR [--split val|test]
   medzoo export   CONFIG.yaml|RUN_DIR [--check-images 32]
-  medzoo audit    TASK [TASK...] [--size 64] [--split train] [--data-dir DIR] [--json]
+  medzoo audit    TASK [TASK...] [--size 64] [--split train] [--preprocess default|none]
+                  [--data-dir DIR] [--json]
 
 evaluate/export given a CONFIG use the run's best.pt and refuse when the config's model/data
 fields differ from the ones the checkpoint was trained with (given a RUN_DIR, the checkpoint's
@@ -51,10 +52,20 @@ def print_metrics(metrics: dict, title: str):
     columns = {"acc": "accuracy", "auc": "auc", "prec": "precision", "recall": "recall",
                "f1": "f1", "bal_acc": "balanced_accuracy", "sens": "sensitivity",
                "spec": "specificity", "ece": "ece"}
-    print(f"  {'task':<22}{'n':>6}" + "".join(f"{c:>8}" for c in columns))
+    print(f"  {'task':<22}{'n':>6}" + "".join(f"{c:>8}" for c in columns) + f"{'thr':>8}")
     for task, m in metrics.items():
+        d = m.get("decision") or {}
+        thr = "argmax" if d.get("threshold") is None else f"{d['threshold']:.3f}"
         print(f"  {task:<22}{m['n']:>6}" + "".join(
-            "       –" if m.get(k) is None else f"{m[k]:8.3f}" for k in columns.values()))
+            "       –" if m.get(k) is None else f"{m[k]:8.3f}" for k in columns.values())
+            + f"{thr:>8}")
+    if any(m.get("decision") for m in metrics.values()):
+        print("  labels as the board gives them: softmax(logits / T), binary tasks positive when "
+              "P(positive) >= thr (fitted on val: calibration.json);\n  plain argmax figures: "
+              "\"argmax\" in eval_<split>/metrics.json")
+    else:
+        print("  no calibration.json (run trained before it existed): T = 1 and argmax; "
+              "`medzoo train` on its config fits one")
 
 
 def cmd_train(args):
@@ -83,7 +94,8 @@ def cmd_export(args):
 
 def cmd_audit(args):
     from .shortcut_audit import audit_task, format_table
-    results = [audit_task(t, root=args.data_dir, size=args.size, split=args.split)
+    results = [audit_task(t, root=args.data_dir, size=args.size, split=args.split,
+                          preprocess={} if args.preprocess == "none" else None)
                for t in args.tasks]
     print(json.dumps(results, indent=1) if args.json else format_table(results))
 
@@ -115,6 +127,9 @@ def main(argv=None):
     p.add_argument("tasks", nargs="+")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--split", default="train", choices=["train", "val", "test"])
+    p.add_argument("--preprocess", default="default", choices=["default", "none"],
+                   help="the task's default preprocessing (crop + stretch for the image "
+                        "trees) or none: compare the two to see what it removes")
     p.add_argument("--data-dir", help="data root (default: $MEDFPGA_DATA or ../shared/data)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_audit)

@@ -20,10 +20,10 @@ from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origi
 
 import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
-                      ValidationError, field_validator)
+                      ValidationError, field_validator, model_validator)
 
 from .models import ARCHS, AnyModelSection, MLPSection, ModelSection  # noqa: F401 (API)
-from .tasks import TASKS
+from .tasks import TASKS, get_task
 
 
 class ConfigError(ValueError):
@@ -59,12 +59,67 @@ def _known_task(name):
 
 
 class AugmentSection(Section):
+    """brevitas_models/augment.py; the fields after erase_prob are the augmentation against
+    style (docs/configs.md), all off by default: configs without them reproduce old runs."""
     enabled: bool = True
     rotation_deg: YamlFloat = Field(20.0, ge=0, le=180)
     zoom: YamlFloat = Field(0.1, ge=0, lt=1)
-    brightness: YamlFloat = Field(0.2, ge=0, lt=1)
-    contrast: YamlFloat = Field(0.2, ge=0, lt=1)
+    brightness: YamlFloat = Field(0.2, ge=0, lt=1, description="pixel gain in [1-b, 1+b]; "
+                                  "against style: 0.3")
+    contrast: YamlFloat = Field(0.2, ge=0, lt=1, description="contrast around the image mean in "
+                                "[1-c, 1+c]; against style: 0.4")
     erase_prob: YamlFloat = Field(0.5, ge=0, lt=1)
+    crop_area: list[YamlFloat] = Field([1.0, 1.0], description=(
+        "[lo, hi] area of a random crop window, resized to the image, as a fraction of the "
+        "image; 0 < lo <= hi <= 1; [1, 1] (with crop_ratio [1, 1]) = off; against style: "
+        "[0.6, 1.0]"))
+    crop_ratio: list[YamlFloat] = Field([1.0, 1.0], description=(
+        "[lo, hi] width/height of the crop window, log-uniform, in [0.1, 10]; against style: "
+        "[0.8, 1.25]"))
+    pad_prob: YamlFloat = Field(0.0, ge=0.0, le=1.0, description=(
+        "probability of shrinking an image into a black frame, at a random place; 0 = off; "
+        "against style: 0.5"))
+    pad_fraction: list[YamlFloat] = Field([0.05, 0.15], description=(
+        "[lo, hi] share of each side taken by the frame (both edges together), in [0, 0.9]; "
+        "against style: [0.05, 0.2]"))
+    gamma: list[YamlFloat] = Field([1.0, 1.0], description=(
+        "[lo, hi] gamma of 255*(x/255)**gamma, log-uniform, in [0.1, 10]; [1, 1] = off; "
+        "against style: [0.6, 1.7]"))
+    sharpen: list[YamlFloat] = Field([0.0, 0.0], description=(
+        "[lo, hi] amount a of x + a*(x - blur(x)), 5x5 gaussian-like blur, in [-1, 4]: a < 0 "
+        "blurs (-1: fully), a > 0 sharpens; [0, 0] = off; against style: [-1, 1]"))
+    noise_std: list[YamlFloat] = Field([0.0, 0.0], description=(
+        "[lo, hi] std of additive gaussian noise on the 0..255 scale, in [0, 100]; [0, 0] = "
+        "off; against style: [0, 6]"))
+    jpeg_prob: YamlFloat = Field(0.0, ge=0.0, le=1.0, description=(
+        "probability of a JPEG re-compression per image (Pillow, on the CPU); 0 = off; "
+        "against style: 0.3"))
+    jpeg_quality: list[int] = Field([30, 90], description=(
+        "[lo, hi] JPEG quality, integers in 1..100; against style: [30, 90]"))
+
+    @field_validator("crop_area", "crop_ratio", "pad_fraction", "gamma", "sharpen", "noise_std",
+                     "jpeg_quality")
+    @classmethod
+    def _ordered_range(cls, v, info):
+        from .augment import RANGES  # one table of bounds, shared with AugmentConfig
+        lo, hi = RANGES[info.field_name]
+        low = "0 < lo" if info.field_name == "crop_area" else f"{lo} <= lo"
+        if len(v) != 2 or not (lo <= v[0] <= v[1] <= hi
+                               and (v[0] > 0 or info.field_name != "crop_area")):
+            raise ValueError(f"must be [lo, hi] with {low} <= hi <= {hi}, got {v}")
+        return v
+
+
+class PreprocessSection(Section):
+    """Style-removing preprocessing of one task (medimage.preprocess), applied identically in
+    training and by the board runtime (recorded in the model's metadata)."""
+    crop: bool = Field(False, description="crop to the body/head bounding box, then resize")
+    crop_threshold: int = Field(10, ge=0, le=100, description="foreground: brighter than this "
+                                "percent of the image's 99th-percentile level")
+    crop_margin: int = Field(2, ge=0, le=50, description="percent of the side kept around the box")
+    normalize: Literal["none", "stretch", "equalize"] = Field(
+        "none", description="per-image intensity normalization in integers: stretch (1st..99th "
+        "percentile to 0..255) or histogram equalization")
 
 
 class DataSection(Section):
@@ -77,6 +132,9 @@ class DataSection(Section):
     epoch_size: Optional[int] = Field(None, gt=0, description="images per epoch; null = size "
                                       "of the training pool")
     augment: AugmentSection = Field(default_factory=AugmentSection)
+    preprocess: dict[str, PreprocessSection] = Field(
+        default_factory=dict, description="task -> its preprocessing; a task not listed gets "
+        "its default (on for chest_xray and brain_mri); the stored run config lists every task")
 
     @field_validator("tasks")
     @classmethod
@@ -86,6 +144,18 @@ class DataSection(Section):
         if len(set(tasks)) != len(tasks):
             raise ValueError("a task is listed twice")
         return tasks
+
+    @model_validator(mode="after")
+    def _preprocess_of_every_task(self):
+        # resolved here, so the run's stored config says what was applied even if a task's
+        # default changes later
+        extra = sorted(set(self.preprocess) - set(self.tasks))
+        if extra:
+            raise ValueError(f"preprocess lists {extra}, which are not in data.tasks "
+                             f"{self.tasks}; remove them or add them to data.tasks")
+        self.preprocess = {t: self.preprocess.get(t) or PreprocessSection(
+            **get_task(t).preprocess.to_dict()) for t in self.tasks}
+        return self
 
 
 class TrainSection(Section):
@@ -169,6 +239,9 @@ def _locate(root, loc):
             tp = info.annotation if info else None
         elif get_origin(tp) is Union:  # pydantic names the member: the arch of a section
             tp = ARCHS[part][0] if part in ARCHS else None
+        elif get_origin(tp) is dict:  # a mapping's key: the path goes on into its value type
+            path = f"{path}.{part}" if path else str(part)
+            tp, info = get_args(tp)[1], None
         else:
             path = f"{path}.{part}" if path else str(part)
     return path, _strip(tp), info
@@ -279,6 +352,18 @@ def _drop_pre_split_fields(raw):
         return raw
     fields = ARCHS[model["arch"]][0].model_fields
     return {**raw, "model": {k: v for k, v in model.items() if k in fields}}
+
+
+def stored_run_config(raw):
+    """A config as a run stored it (checkpoint, the run directory's config.yaml) -> the same
+    run in today's fields. Stored configs list every task's preprocessing; one without
+    `data.preprocess` was trained before preprocessing existed, so its tasks had none (not
+    today's task defaults, which would silently change what the model is fed)."""
+    data = raw.get("data") if isinstance(raw, dict) else None
+    if not isinstance(data, dict) or "preprocess" in data:
+        return raw
+    tasks = data.get("tasks", DataSection.model_fields["tasks"].default_factory())
+    return {**raw, "data": {**data, "preprocess": {t: {} for t in tasks}}}
 
 
 def config_from_dict(raw: dict, source: str = "<config>") -> RunConfig:

@@ -31,7 +31,7 @@ import torch
 
 # Image conventions (decode, >8-bit rule, channel conversion, resize, file types) are
 # medimage's, shared with the board runtime: training and the board read files the same way.
-from medimage import IMAGE_EXTS, ImageError, decode, resize, to_model_input
+from medimage import IMAGE_EXTS, ImageError, Preprocess, decode, standardize, to_model_input
 
 from .files import write_atomic
 from .tasks import TaskSpec, get_task
@@ -146,9 +146,10 @@ def content_hash(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _decode(data: bytes, member: str, where, channels: int, size: int
-            ) -> tuple[np.ndarray, str]:
-    """Decode one image -> (resized uint8 HxWxC array, hash of the native-resolution pixels)."""
+def _decode(data: bytes, member: str, where, channels: int, size: int, pre: Preprocess,
+            grid: int) -> tuple[np.ndarray, str]:
+    """Decode one image -> (uint8 HxWxC array at ``size``, cropped/normalized as ``pre``
+    says, as on the board; hash of the native pixels)."""
     if not data:
         raise ValueError(f"empty image file {member!r} in {where}")
     try:
@@ -159,7 +160,7 @@ def _decode(data: bytes, member: str, where, channels: int, size: int
         raise ValueError(f"cannot decode image {member!r} in {where}: {type(e).__name__}: {e}") from e
     # hashed as PIL gives the pixels (HxW for gray): cached hashes keep their values
     h = content_hash(native[..., 0] if channels == 1 else native)
-    return resize(native, size), h
+    return standardize(native, size, pre, grid), h
 
 
 def _dir_files(path: Path, prefixes) -> list[Path]:
@@ -224,7 +225,7 @@ def archive_sha256(path: Path) -> str:
     return digest
 
 
-def _tree_cache_path(path: Path, task: TaskSpec, size: int, prefixes) -> Path:
+def _tree_cache_path(path: Path, task: TaskSpec, size: int, prefixes, pre: Preprocess) -> Path:
     """Cache file for this source state: the key changes whenever any member's name, size or
     content changes. A tar is keyed by its sha256; an unpacked tree by the relative name,
     size, mtime and ctime of every file under its split folders (a rewrite changes ctime)."""
@@ -237,8 +238,11 @@ def _tree_cache_path(path: Path, task: TaskSpec, size: int, prefixes) -> Path:
     else:
         source = ["tar", archive_sha256(path)]
     # the Pillow version too: another libjpeg may decode the same JPEG to other pixels
-    key = json.dumps([_CACHE_VERSION, PIL.__version__, source, size, task.channels,
-                      task.classes, task.split_dirs])
+    key = [_CACHE_VERSION, PIL.__version__, source, size, task.channels, task.classes,
+           task.split_dirs]
+    if pre.active:  # (without preprocessing the key, and so the cache, is the older one)
+        key.append(pre.to_dict())
+    key = json.dumps(key)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_dir() / f"{task.name}-{size}px-{task.channels}ch-{digest}.npz"
 
@@ -273,12 +277,13 @@ def _report_skipped(task: TaskSpec, path: Path, skipped: list[str], report) -> N
 
 
 def load_image_tree(path, task: TaskSpec, size: int | None = None, use_cache: bool = True,
-                    report: dict | None = None) -> dict[str, Split]:
+                    report: dict | None = None, pre: Preprocess = Preprocess()
+                    ) -> dict[str, Split]:
     """Class-per-folder image tree (a .tar or an unpacked directory) -> splits.
 
     Files of the types in ``IMAGE_EXTS`` are decoded with ``medimage.decode`` (as on the board)
-    to the task's native channels (gray "L" or "RGB") and resized to ``size`` (default: the
-    task's native size) with ``medimage.resize``. ``hashes`` are taken before the resize, at
+    to the task's native channels (gray "L" or "RGB") and brought to ``size`` (default: the
+    task's native size) by ``medimage.standardize`` (crop, resize, normalize as ``pre`` says). ``hashes`` are taken before the resize, at
     the file's own resolution. Hidden files and notes (``_NOT_IMAGE_EXTS``) are skipped and
     listed in ``report["skipped_files"]``; any other file is an error. Decoded arrays are
     cached as npz under ``cache_dir()``, keyed by the source's content (see ``_tree_cache_path``).
@@ -290,7 +295,7 @@ def load_image_tree(path, task: TaskSpec, size: int | None = None, use_cache: bo
     if not task.split_dirs:
         raise ValueError(f"task {task.name!r} has no split_dirs; it is not an image tree task")
     prefixes = {s: d.strip("/") + "/" for s, d in task.split_dirs.items()}
-    cfile = _tree_cache_path(path, task, size, prefixes.values()) if use_cache else None
+    cfile = _tree_cache_path(path, task, size, prefixes.values(), pre) if use_cache else None
     if cfile is not None and cfile.is_file():
         cached = _load_cache(cfile)
         if cached is not None:
@@ -316,7 +321,7 @@ def load_image_tree(path, task: TaskSpec, size: int | None = None, use_cache: bo
         if len(parts) != 2 or parts[0] not in task.classes:
             raise ValueError(f"unexpected member {name!r} in {path}: expected "
                              f"{prefixes[split]}<class>/<file> with class in {list(task.classes)}")
-        img, h = _decode(data, name, path, task.channels, size)
+        img, h = _decode(data, name, path, task.channels, size, pre, task.size)
         items[split].append((name, task.classes.index(parts[0]), img, h))
 
     out = {}
@@ -448,8 +453,11 @@ def _source_path(root: Path, task: TaskSpec) -> Path:
 
 def load_task(name_or_spec, root=None, size: int | None = None, channels: int | None = None, *,
               dedup: bool | None = None, val_fraction: float = 0.1, seed: int = 0,
-              with_report: bool = False):
+              with_report: bool = False, preprocess: Preprocess | dict | None = None):
     """-> {train,val,test: Split} (whichever exist), uint8 NHWC at ``size``/``channels``.
+
+    ``preprocess``: the style-removing steps (``medimage.Preprocess`` or its dict); None =
+    the task's default (``TaskSpec.preprocess``).
 
     dedup defaults to True for image trees (known duplicate leaks) and False for the official
     MedMNIST npz splits. Tasks with ``val_split`` and no val get one carved from train
@@ -458,12 +466,14 @@ def load_task(name_or_spec, root=None, size: int | None = None, channels: int | 
     task = name_or_spec if isinstance(name_or_spec, TaskSpec) else get_task(name_or_spec)
     src = _source_path(data_root(root), task)
     size = size or task.size
-    report: dict = {"task": task.name, "source": str(src)}
+    pre = (task.preprocess if preprocess is None else preprocess
+           if isinstance(preprocess, Preprocess) else Preprocess.from_dict(preprocess))
+    report: dict = {"task": task.name, "source": str(src), "preprocess": pre.to_dict()}
     if task.fmt == "npz":
         splits = load_npz(src, task)
     elif task.fmt == "image_tar":
-        # decode straight to `size`: one resize only
-        splits = load_image_tree(src, task, size, report=report)
+        # decoded straight to `size` (one resize) and preprocessed: only channels are left
+        splits = load_image_tree(src, task, size, report=report, pre=pre)
     else:
         raise ValueError(f"task {task.name!r} has unknown fmt {task.fmt!r}")
     if dedup is None:
@@ -481,9 +491,10 @@ def load_task(name_or_spec, root=None, size: int | None = None, channels: int | 
         splits = {"train": tr.subset(ti), "val": tr.subset(vi),
                   **{s: v for s, v in splits.items() if s != "train"}}
         report["val_from_train"] = {"by": task.val_split, "fraction": val_fraction, "seed": seed}
-    for sp in splits.values():  # (image trees are at `size` already: decoded straight to it)
+    for sp in splits.values():
         sp.images = to_model_input(sp.images, task.fmt, size,
-                                   task.channels if channels is None else channels)
+                                   task.channels if channels is None else channels,
+                                   pre if task.fmt == "npz" else None)
     report["sizes"] = {s: len(v) for s, v in splits.items()}
     return (splits, report) if with_report else splits
 
@@ -509,11 +520,13 @@ class MultiTaskData:
         return self._nchw
 
 
-def build_multitask(task_names, root=None, size: int = 28, channels: int = 1, **load_kw
-                    ) -> dict[str, MultiTaskData]:
-    """Pool several tasks per split; a split that a task lacks is simply absent from its pool."""
+def build_multitask(task_names, root=None, size: int = 28, channels: int = 1,
+                    preprocess: dict | None = None, **load_kw) -> dict[str, MultiTaskData]:
+    """Pool several tasks per split; a split that a task lacks is simply absent from its pool.
+    ``preprocess``: task name -> its preprocessing (a task not in it: its default)."""
     names = tuple(task_names)
-    loaded = [load_task(n, root, size, channels, with_report=True, **load_kw) for n in names]
+    loaded = [load_task(n, root, size, channels, with_report=True,
+                        preprocess=(preprocess or {}).get(n), **load_kw) for n in names]
     out = {}
     for s in SPLITS:
         parts = [(t, sp[s]) for t, (sp, _) in enumerate(loaded) if s in sp]

@@ -1,12 +1,12 @@
 """QONNX export of a trained zoo model, its metadata, and the export equivalence check.
 
 `export_qonnx_model` writes `<stem>.onnx` (QONNX, graph input annotated UINT8) and
-`<stem>.meta.json` (tasks, output slices, input format, host-side scale and bias). Both are
-written to temp paths and renamed, so a failed export leaves nothing behind.
+`<stem>.meta.json` (tasks, output slices, each task's "decision" when the run has a
+calibration.json, input format, host-side scale and bias). Both are written to temp paths and
+renamed, so a failed export leaves nothing behind.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -17,6 +17,7 @@ import torch
 from brevitas.export import export_qonnx
 from brevitas.nn import QuantConv2d, QuantLinear
 
+from .files import sha256_file  # noqa: F401  (imported from here by finn_build)
 from .models import MultiTaskNet
 
 
@@ -86,17 +87,29 @@ def check_narrow_range(model: MultiTaskNet):
                              f"(min {w.min().item()}, max {w.max().item()})")
 
 
-def model_meta(model: MultiTaskNet, extra: dict | None = None) -> dict:
+def model_meta(model: MultiTaskNet, extra: dict | None = None,
+               decisions: dict | None = None, preprocess: dict | None = None) -> dict:
+    """decisions: {task: decision} (``medimage.decision``) added to the task entries; a task
+    without one has no "decision" key (T = 1 and argmax). preprocess: {task: the dict of its
+    ``medimage.Preprocess``}, the style-removing steps the model was trained with, which the
+    board applies; a task without one has no "preprocess" key (none)."""
     cfg = model.cfg
+    tasks = [dict(t, decision=decisions[t["name"]]) if t["name"] in (decisions or {})
+             else dict(t) for t in model.tasks_meta]
+    for t in tasks:
+        if t["name"] in (preprocess or {}):
+            t["preprocess"] = dict(preprocess[t["name"]])
     c, s = cfg.in_channels, model.input_size
     meta = {
         "arch": cfg.arch, "mode": cfg.mode, "w_bits": cfg.w_bits, "a_bits": cfg.a_bits,
         "input": {"shape": [1, c, s, s], "layout": "NCHW", "dtype": "UINT8",
                   "channels": c, "size": s,
-                  "preprocessing": "resize to size x size (bicubic); gray->RGB by replication, "
-                                   "RGB->gray by ITU-R 601 luma; uint8 0..255, no normalization "
-                                   "(the model scales by 1/255 itself)"},
-        "tasks": model.tasks_meta,
+                  "preprocessing": "per task (its \"preprocess\"): crop to the body/head box, "
+                                   "resize to size x size (bicubic), intensity normalization "
+                                   "(medimage.preprocess); gray->RGB by replication, RGB->gray "
+                                   "by ITU-R 601 luma; uint8 0..255 (the model scales by 1/255 "
+                                   "itself)"},
+        "tasks": tasks,
         "num_outputs": model.num_outputs,
         "host": {"class_bias": model.heads.class_bias.detach().tolist()},
     }
@@ -106,16 +119,9 @@ def model_meta(model: MultiTaskNet, extra: dict | None = None) -> dict:
     return meta
 
 
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def export_qonnx_model(model: MultiTaskNet, out_path, extra_meta: dict | None = None):
-    """Export to QONNX; returns (onnx_path, meta)."""
+def export_qonnx_model(model: MultiTaskNet, out_path, extra_meta: dict | None = None,
+                       decisions: dict | None = None, preprocess: dict | None = None):
+    """Export to QONNX; returns (onnx_path, meta). decisions, preprocess: see ``model_meta``."""
     from qonnx.core.datatype import DataType
     from qonnx.core.modelwrapper import ModelWrapper
 
@@ -129,7 +135,7 @@ def export_qonnx_model(model: MultiTaskNet, out_path, extra_meta: dict | None = 
     example = torch.zeros(1, c, s, s)
     with torch.no_grad():
         model(example)  # sets the accumulator scale read by model_meta
-    meta = model_meta(model, extra_meta)
+    meta = model_meta(model, extra_meta, decisions, preprocess)
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=out_path.parent)
     os.close(fd)
     try:
@@ -200,17 +206,25 @@ def check_export(model: MultiTaskNet, onnx_path, images_nhwc: np.ndarray, task_i
     return report
 
 
+def run_preprocess(cfg) -> dict:
+    """{task: preprocess dict} of a run config (its stored config lists every task)."""
+    return {t: p.model_dump() for t, p in cfg.data.preprocess.items()}
+
+
 def export_run(run_dir, data=None, check_per_task: int = 32, split: str = "test") -> dict:
-    """Export a run's best checkpoint to `<run_dir>/export/model.onnx` and check it on
-    `check_per_task` real images of each task."""
+    """Export a run's best checkpoint to `<run_dir>/export/model.onnx` (with the decisions of
+    its calibration.json, refitted when stale) and check it on `check_per_task` real images of
+    each task."""
     from .report import write_json
-    from .train import load_data, load_run
+    from .train import load_data, load_run, run_decisions
 
     model, cfg = load_run(run_dir)
+    data = data or load_data(cfg)
+    decisions = run_decisions(run_dir, data)
     out = Path(run_dir) / "export" / "model.onnx"
     onnx_path, meta = export_qonnx_model(
-        model, out, {"run": cfg.name, "checkpoint_sha256": sha256_file(Path(run_dir) / "best.pt")})
-    data = data or load_data(cfg)
+        model, out, {"run": cfg.name, "checkpoint_sha256": sha256_file(Path(run_dir) / "best.pt")},
+        decisions, run_preprocess(cfg))
     pool = data[split]
     idx = np.concatenate([np.nonzero(pool.task_ids == t)[0][:check_per_task]
                           for t in range(len(cfg.data.tasks))])

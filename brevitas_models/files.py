@@ -1,8 +1,10 @@
 """Writing files so that no reader ever sees half of one (killed process, full disk): the one
 implementation for training, export, the build and the benchmarks. (The board runtime,
-``deploy/pynq``, ships without this package and keeps its own few lines.)"""
+``deploy/pynq``, ships without this package and keeps its own few lines.) Also a file's
+sha256: which bytes a checkpoint, an export or a calibration belongs to."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -40,3 +42,11 @@ def write_text_atomic(path, text: str) -> None:
 
 def write_json_atomic(path, obj, indent: int = 1, **dumps_args) -> None:
     write_text_atomic(path, json.dumps(obj, indent=indent, default=str, **dumps_args))
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -14,15 +14,15 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from medimage import decision as rule
+
 OTHER_TASK = "other task"
 ECE_BINS = 15
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Numerically stable softmax (subtracting the max avoids exp overflow)."""
-    x = np.asarray(x, dtype=np.float64)
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    """Numerically stable softmax along ``axis``: ``medimage.decision.probabilities`` at T = 1."""
+    return np.moveaxis(rule.probabilities(np.moveaxis(np.asarray(x), axis, -1)), -1, axis)
 
 
 def _f(x) -> float | None:
@@ -117,8 +117,11 @@ def task_metrics(
     out["balanced_accuracy"] = float(recall_score(labels, preds, labels=sorted(set(
         labels.tolist())), average="macro", zero_division=0))
     sens, spec = _sensitivity_specificity(labels, preds, k, pos)
+    # ECE rates the probabilities themselves: their argmax, not a threshold's label ("other
+    # task" predictions stay wrong)
+    top = np.where(preds == k, k, probs.argmax(axis=1))
     out.update(sensitivity=_f(sens), specificity=_f(spec),
-               ece=expected_calibration_error(labels, probs, preds))
+               ece=expected_calibration_error(labels, probs, top))
     # Rows are true classes only: no sample's true class is "other task".
     cm = confusion_matrix(labels, preds, labels=cm_labels)[:k]
     out["confusion_matrix"] = cm.astype(int).tolist()
@@ -159,6 +162,7 @@ def multitask_metrics(
     task_ids: np.ndarray,
     tasks: list[dict],
     mode: str = "multitask",
+    decisions: dict | None = None,
 ) -> dict[str, dict]:
     """Per-task metrics from the concatenated logits of all heads.
 
@@ -166,8 +170,12 @@ def multitask_metrics(
     index into `tasks`; each task dict has "name", "classes", "slice"
     [start, stop] and optionally "negative_class".
     mode="multitask": each sample is scored only on its task's slice.
-    mode="multiclass": one head over the union of classes; the prediction is
-    the argmax over all logits and landing outside the task's slice is wrong.
+    mode="multiclass": one head over the union of classes; the argmax over all
+    logits landing outside the task's slice is wrong (inside, the task's decision
+    gives the label, as below).
+    decisions: {task name: decision} (``medimage.decision``): probabilities and labels as the
+    board decides them (temperature, a binary task's threshold); a task without one: T = 1
+    and argmax. Each task's result names its decision (None: argmax).
     """
     if mode not in ("multitask", "multiclass"):
         raise ValueError(f"unknown mode {mode!r}")
@@ -185,13 +193,15 @@ def multitask_metrics(
         sub = logits[rows]
         # Softmax over the slice equals the full softmax renormalized to the
         # slice, without the underflow risk of dividing tiny probabilities.
-        probs = softmax(sub[:, start:stop], axis=1)
-        preds = None
+        d = (decisions or {}).get(task["name"])
+        probs, preds = rule.apply(sub[:, start:stop], d)
         if mode == "multiclass":
+            # the global argmax must pick this task; within it the task's rule decides
             g = sub.argmax(axis=1)
             inside = (g >= start) & (g < stop)
-            preds = np.where(inside, g - start, k)
+            preds = np.where(inside, preds, k)
         results[task["name"]] = task_metrics(
             labels[rows], probs, task["classes"], task.get("negative_class"),
             preds=preds)
+        results[task["name"]]["decision"] = d
     return results

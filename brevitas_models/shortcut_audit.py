@@ -225,26 +225,65 @@ def audit(images: np.ndarray, labels, class_names, seed: int = 0, folds: int = F
             "pairs": pairs, "warnings": warnings}
 
 
-def audit_task(name: str, root=None, size: int = 64, split: str = "train", seed: int = 0
-               ) -> dict:
+def audit_task(name: str, root=None, size: int = 64, split: str = "train", seed: int = 0,
+               preprocess=None) -> dict:
     """The audit of one task's ``split``, loaded as the models see it (gray, ``size`` px,
-    duplicates removed as ``load_task`` does), with the data report of the load."""
+    duplicates removed as ``load_task`` does, ``preprocess`` as ``load_task`` takes it: None =
+    the task's default), with the data report of the load."""
     from .data import load_task
     from .tasks import get_task
 
-    splits, report = load_task(name, root=root, size=size, channels=1, with_report=True)
+    splits, report = load_task(name, root=root, size=size, channels=1, with_report=True,
+                               preprocess=preprocess)
     if split not in splits:
         raise ValueError(f"task {name!r} has no split {split!r} (has {sorted(splits)})")
     data = splits[split]
     result = audit(data.images, data.labels, get_task(name).classes, seed=seed)
     result["warnings"] = [f"{name}: {w}" for w in result["warnings"]]
-    return {"task": name, "split": split, "size": size, **result, "data_report": report}
+    return {"task": name, "split": split, "size": size, "preprocess": report["preprocess"],
+            **result, "data_report": report}
+
+
+def split_shift(name: str, root=None, size: int = 64, seed: int = 0, preprocess=None,
+                splits=("val", "test")) -> dict:
+    """Can style alone tell a class's train images from its validation / test images? Per
+    class, the audit's classifier on "train" vs the other split. A validation split carved
+    from train scores chance by construction; a test split from another collection, or shot
+    another way, scores high, and then validation accuracy cannot predict test accuracy.
+
+    -> {"task", "size", "preprocess", "pairs": [{"class", "splits": ["train", s], "n",
+        "balanced_accuracy", "balanced_accuracy_by_family", "level"}]}"""
+    from .data import load_task
+    from .tasks import get_task
+
+    loaded, report = load_task(name, root=root, size=size, channels=1, with_report=True,
+                               preprocess=preprocess)
+    classes = get_task(name).classes
+    pairs = []
+    for other in splits:
+        if other not in loaded or "train" not in loaded:
+            continue
+        a, b = loaded["train"], loaded[other]
+        for c in sorted(set(a.labels.tolist()) & set(b.labels.tolist())):
+            xa, xb = a.images[a.labels == c], b.images[b.labels == c]
+            r = audit(np.concatenate([xa, xb]), np.r_[np.zeros(len(xa), int),
+                                                      np.ones(len(xb), int)],
+                      ["train", other], seed=seed)["pairs"][0]
+            pairs.append({"class": classes[c], "splits": ["train", other], "n": r["n"],
+                          "balanced_accuracy": r["balanced_accuracy"],
+                          "balanced_accuracy_by_family": r["balanced_accuracy_by_family"],
+                          "level": r["level"]})
+    return {"task": name, "size": size, "preprocess": report["preprocess"], "pairs": pairs}
 
 
 def format_table(results: list[dict]) -> str:
     """Plain-text table of ``audit_task`` results, one line per class group."""
     lines = [f"{'task':<16} {'pair':<34} {'n':>6} {'bal_acc':>8} {'chance':>7} {'level':<8}"]
     for r in results:
+        pre = r.get("preprocess") or {}
+        steps = (["crop"] if pre.get("crop") else []) + (
+            [pre["normalize"]] if pre.get("normalize", "none") != "none" else [])
+        lines.append(f"{r['task']}: preprocessing {' + '.join(steps) or 'none'}")
         for p in r["pairs"]:
             lines.append(f"{r['task']:<16} {p['pair']:<34} {p['n']:>6} "
                          f"{p['balanced_accuracy']:>8.3f} {p['balanced_chance']:>7.3f} "

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from medimage import Preprocess
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -23,6 +25,9 @@ class TaskSpec:
     # How to carve a validation split from train when the source has none:
     # "patient" (whole patients, see data.patient_id), "image" (stratified per image), None.
     val_split: str | None = None
+    # Style-removing preprocessing (medimage.preprocess) used unless a config says otherwise:
+    # on for the collections whose classes differ in framing and exposure (the shortcut audit).
+    preprocess: Preprocess = Preprocess()
 
     @property
     def num_classes(self) -> int:
@@ -38,6 +43,8 @@ _PBC = ("BloodMNIST-equivalent built from the PBC data set (Acevedo et al. 2020)
         "stratified seeded split, not the official MedMNIST index lists")
 _KERMANY = "Kermany et al. 2018 pediatric chest X-rays (Mendeley/Kaggle), CC BY 4.0"
 _NICKPARVAR = "Nickparvar Brain Tumor MRI Dataset (Kaggle), CC0 upstream"
+# Chosen on the shortcut audit and validation (docs/results.md, "Shortcut audit").
+STYLE_ROBUST = Preprocess(crop=True, normalize="stretch")
 
 
 def _npz(name, source, classes, channels, negative, desc):
@@ -61,20 +68,21 @@ _SPECS = [
              1, 224, 0,
              {"train": "chest_xray_kermany_224/train", "test": "chest_xray_kermany_224/test"},
              f"{_KERMANY}; official train/test, 224x224 JPEG stored as RGB",
-             val_split="patient"),
+             val_split="patient", preprocess=STYLE_ROBUST),
     TaskSpec("brain_mri", "brain_tumor_mri_4class_224.tar", "image_tar", _BRAIN_CLASSES,
              1, 224, None,
              {"train": "brain_tumor_mri_4class_224/Training",
               "test": "brain_tumor_mri_4class_224/Testing"},
              f"{_NICKPARVAR}; 224x224 JPEG, mixed L/RGB, has train/test duplicates",
-             val_split="image"),
+             val_split="image", preprocess=STYLE_ROBUST),
     # Test fixtures: original-resolution, non-square samples, resized to 224 like the full sets.
     TaskSpec("tiny_chest_xray", "tiny_fixtures.tar", "image_tar", ("NORMAL", "PNEUMONIA"),
              1, 224, 0, {"test": "cxr_kermany_official_val_16"},
-             f"16 original-resolution images of the official Kermany val split, {_KERMANY}"),
+             f"16 original-resolution images of the official Kermany val split, {_KERMANY}",
+             preprocess=STYLE_ROBUST),
     TaskSpec("tiny_brain_mri", "tiny_fixtures.tar", "image_tar", _BRAIN_CLASSES,
              1, 224, None, {"test": "brain_mri_nickparvar_test_17"},
-             f"17 original-resolution test images, {_NICKPARVAR}"),
+             f"17 original-resolution test images, {_NICKPARVAR}", preprocess=STYLE_ROBUST),
 ]
 
 TASKS: dict[str, TaskSpec] = {s.name: s for s in _SPECS}

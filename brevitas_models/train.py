@@ -2,10 +2,11 @@
 
 A run lives in one directory (`<out_dir>/<name>/`): `config.yaml` (snapshot), `last.pt` (all
 state needed to resume after a kill, rewritten atomically every epoch), `best.pt` (weights with
-the best mean validation accuracy), `history.json`, and evaluation outputs. Same seed, same
-config -> same weights on CPU, also across a kill and resume (the RNG states are checkpointed),
-and a resumed run's best.pt/last.pt are bit-identical to an uninterrupted run's
-(tests/test_faults_training.py).
+the best mean validation accuracy), `calibration.json` (the per-task decisions fitted on the
+validation split with best.pt, see calibration.py), `history.json`, and evaluation outputs.
+Same seed, same config -> same weights on CPU, also across a kill and resume (the RNG states
+are checkpointed), and a resumed run's best.pt/last.pt are bit-identical to an uninterrupted
+run's (tests/test_faults_training.py).
 
 A checkpoint that cannot be used (unreadable, foreign, from another config, weights that do not
 fit its stored config) is a CheckpointError/ConfigError naming the file and the fix, never a
@@ -29,10 +30,11 @@ from brevitas import config as brevitas_config
 from brevitas.nn import QuantConv2d, QuantLinear, QuantReLU
 from tqdm import tqdm
 
+from . import calibration
 from .augment import AugmentConfig, augment
-from .config import ConfigError, RunConfig, config_from_dict
+from .config import ConfigError, RunConfig, config_from_dict, stored_run_config
 from .data import build_multitask, iterate_batches
-from .files import write_atomic, write_text_atomic
+from .files import sha256_file, write_atomic, write_text_atomic
 from .metrics import multitask_metrics
 from .models import build_model
 from .report import plot_confusion, plot_curves, write_json
@@ -78,7 +80,8 @@ def tasks_of(cfg: RunConfig):
 
 def load_data(cfg: RunConfig):
     return build_multitask(cfg.data.tasks, root=cfg.data.root, size=cfg.data.size,
-                           channels=cfg.model.in_channels)
+                           channels=cfg.model.in_channels,
+                           preprocess={t: p.model_dump() for t, p in cfg.data.preprocess.items()})
 
 
 def multitask_loss(logits, labels, task_ids, tasks_meta, cfg: RunConfig):
@@ -115,9 +118,12 @@ def predict(model, images_nhwc: np.ndarray, device, batch_size=512) -> np.ndarra
     return torch.cat(out).numpy()
 
 
-def evaluate_split(model, split, tasks_meta, mode, device):
+def evaluate_split(model, split, tasks_meta, mode, device, decisions=None):
+    """-> (per-task metrics, logits); ``decisions``: {task: decision} as the board applies
+    them (None: T = 1 and argmax)."""
     logits = predict(model, split.images, device)
-    metrics = multitask_metrics(logits, split.labels, split.task_ids, tasks_meta, mode)
+    metrics = multitask_metrics(logits, split.labels, split.task_ids, tasks_meta, mode,
+                                decisions)
     return metrics, logits
 
 
@@ -255,7 +261,7 @@ def _normalized(raw):
     """A stored config with today's defaults filled in (a checkpoint written before a field
     existed must not count as a different config); as is when it no longer validates."""
     try:
-        return config_from_dict(raw).to_dict()
+        return config_from_dict(stored_run_config(raw)).to_dict()
     except (ConfigError, TypeError):
         return raw
 
@@ -265,7 +271,8 @@ def _restart_hint(cfg: RunConfig) -> str:
             f"history in {cfg.run_dir}), or pick another `name`/out_dir")
 
 
-RUN_FILES = ("last.pt", "best.pt", "history.json", "curves.png", "config.yaml")
+RUN_FILES = ("last.pt", "best.pt", "history.json", "curves.png", "config.yaml",
+             calibration.FILE)
 
 
 def discard_run(cfg: RunConfig, log=print) -> list[str]:
@@ -422,6 +429,13 @@ def train(cfg: RunConfig, data=None, stop_after_epochs: int | None = None,
 
     write_json(state["history"], run_dir / "history.json")
     plot_curves(state["history"], str(run_dir / "curves.png"))
+    # best.pt is final now; a finished run resumed without (or with a stale) calibration gets one
+    try:
+        current = calibration.is_current(run_dir, calibration.read(run_dir))
+    except calibration.CalibrationError:  # unusable file: replaced below
+        current = False
+    if not current:
+        calibrate_run(run_dir, data=data, device=device, log=log)
     return {"run_dir": str(run_dir), "epochs": state["epoch"], "best_val_mean_acc": state["best"]}
 
 
@@ -448,7 +462,7 @@ def load_checkpoint(path, device="cpu"):
     ck = read_checkpoint(path, fix)
     if not isinstance(ck["config"], dict):
         raise CheckpointError(f"{path}: its stored config is not a mapping; {fix}")
-    cfg = config_from_dict(ck["config"], f"{path} (stored config)")
+    cfg = config_from_dict(stored_run_config(ck["config"]), f"{path} (stored config)")
     model = build_model(cfg.model, tasks_of(cfg), cfg.data.size)
     _load_model_state(model, ck, path, fix)
     model.to(device).eval()
@@ -482,17 +496,61 @@ def _get(d: dict, dotted: str):
     return d
 
 
-def evaluate_run(run_dir, split="val", data=None, write=True, device="cpu") -> dict:
-    """Per-task metrics of a run's best checkpoint on one split; writes JSON and PNGs."""
+def calibrate_run(run_dir, data=None, device="cpu", log=print) -> dict:
+    """Fit the per-task decisions on the validation split with the run's best.pt and write
+    ``calibration.json`` (see ``calibration``)."""
+    run_dir = Path(run_dir)
+    sha = sha256_file(run_dir / "best.pt")  # before loading: the calibration is of these bytes
+    model, cfg = load_run(run_dir, device=device)
+    data = data or load_data(cfg)
+    if "val" not in data or len(data["val"]) == 0:
+        raise calibration.CalibrationError(f"{run_dir}: no validation split to fit the "
+                                           "decisions on")
+    val = data["val"]
+    tasks = calibration.fit(predict(model, val.images, device), val.labels, val.task_ids,
+                            model.tasks_meta)
+    out = calibration.write(run_dir, tasks, sha)
+    log(f"{cfg.name}: decisions fitted on val -> {run_dir / calibration.FILE}: " + ", ".join(
+        f"{n} T={t['decision']['temperature']:.3g}" + (
+            "" if t["decision"]["threshold"] is None else f" thr={t['decision']['threshold']:.3g}")
+        for n, t in tasks.items()))
+    return out
+
+
+def run_decisions(run_dir, data=None, device="cpu", log=print) -> dict | None:
+    """{task: decision} of the run's best.pt, or None when the run has no calibration.json (a
+    run trained before calibration existed: T = 1 and argmax). A calibration fitted to another
+    best.pt is never used: it is refitted here, on the run's validation split, and said so."""
+    cal = calibration.read(run_dir)
+    if cal is None:
+        return None
+    if not calibration.is_current(run_dir, cal):
+        log(f"note: {Path(run_dir) / calibration.FILE} was fitted to another best.pt (sha256 "
+            f"{str(cal.get('checkpoint_sha256'))[:12]}...); refitting it on val")
+        cal = calibrate_run(run_dir, data=data, device=device, log=log)
+    return {name: t["decision"] for name, t in cal["tasks"].items()}
+
+
+def evaluate_run(run_dir, split="val", data=None, write=True, device="cpu",
+                 log=print) -> dict:
+    """Per-task metrics of a run's best checkpoint on one split, of the labels the board gives
+    (the run's calibration.json: temperature, binary thresholds; none: T = 1 and argmax);
+    writes JSON (with the plain argmax metrics under "argmax") and PNGs."""
     model, cfg = load_run(run_dir, device=device)
     data = data or load_data(cfg)
     if split not in data:
         raise ValueError(f"split {split!r} not available; have {sorted(data)}")
-    metrics, _ = evaluate_split(model, data[split], model.tasks_meta, cfg.model.mode, device)
+    decisions = run_decisions(run_dir, data, device, log)
+    metrics, logits = evaluate_split(model, data[split], model.tasks_meta, cfg.model.mode,
+                                     device, decisions)
     if write:
+        s = data[split]
+        plain = multitask_metrics(logits, s.labels, s.task_ids, model.tasks_meta,
+                                  cfg.model.mode)
         out = Path(run_dir) / f"eval_{split}"
         out.mkdir(exist_ok=True)
-        write_json({"run": cfg.name, "split": split, "metrics": metrics}, out / "metrics.json")
+        write_json({"run": cfg.name, "split": split, "metrics": metrics, "argmax": plain,
+                    "decisions": decisions}, out / "metrics.json")
         for task, m in metrics.items():
             classes = next(t["classes"] for t in model.tasks_meta if t["name"] == task)
             plot_confusion(m["confusion_matrix"], classes, f"{cfg.name} {task} ({split})",

@@ -1,5 +1,5 @@
 """Real test images for verification, through the project data layer
-(``brevitas_models.data.load_task``: channel conversion, resize, dedup)."""
+(``brevitas_models.data.load_task``: preprocessing, channel conversion, resize, dedup)."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -9,11 +9,13 @@ import numpy as np
 
 from brevitas_models.data import _source_path, data_root, load_task
 from brevitas_models.tasks import get_task
+from medimage import Preprocess
 
 
 @lru_cache(maxsize=32)
-def _load_split(task: str, split: str, size: int, channels: int, root: Optional[str]):
-    splits = load_task(task, root=root, size=size, channels=channels)
+def _load_split(task: str, split: str, size: int, channels: int, root: Optional[str],
+                pre: Optional[Preprocess]):
+    splits = load_task(task, root=root, size=size, channels=channels, preprocess=pre)
     if split not in splits:
         raise ValueError(f"task {task!r} has no {split!r} split (has {sorted(splits)})")
     sp = splits[split]
@@ -22,10 +24,14 @@ def _load_split(task: str, split: str, size: int, channels: int, root: Optional[
 
 
 def load_images(task: str, split: str, n: int, size: int, channels: int,
-                root: Optional[str] = None, seed: int = 0):
+                root: Optional[str] = None, seed: int = 0, preprocess=None):
     """-> (uint8 NHWC images [n], labels [n], source file path): a seeded, class-stratified
-    sample of ``n`` images of one task's split (all of them if the split is smaller)."""
-    imgs, labels, src = _load_split(task, split, size, channels, root)
+    sample of ``n`` images of one task's split (all of them if the split is smaller).
+    ``preprocess``: a ``medimage.Preprocess`` or its dict (a model's metadata); None = the
+    task's default."""
+    pre = None if preprocess is None else (
+        preprocess if isinstance(preprocess, Preprocess) else Preprocess.from_dict(preprocess))
+    imgs, labels, src = _load_split(task, split, size, channels, root, pre)
     if n >= len(imgs):
         idx = np.arange(len(imgs))
     else:

@@ -27,16 +27,33 @@ class ModelBundle:
     source: str = ""
 
 
-def export_model(model, out_path: Path) -> tuple[Path, dict]:
+def export_model(model, out_path: Path, decisions=None, preprocess=None) -> tuple[Path, dict]:
     """Export with ``brevitas_models.export.export_qonnx_model`` (the project's contract)."""
     from brevitas_models.export import export_qonnx_model
-    qpath, meta = export_qonnx_model(model, Path(out_path))
+    qpath, meta = export_qonnx_model(model, Path(out_path), decisions=decisions,
+                                     preprocess=preprocess)
     return Path(qpath), meta
 
 
+def calibration_of(checkpoint) -> Optional[Path]:
+    """The run's calibration.json when ``checkpoint`` is a run's best.pt and has one."""
+    p = Path(checkpoint)
+    cal = p.with_name("calibration.json")
+    return cal if p.name == "best.pt" and cal.is_file() else None
+
+
+def checkpoint_decisions(checkpoint) -> Optional[dict]:
+    """The per-task decisions of a run's best.pt (its calibration.json, refitted when it
+    belongs to another best.pt), or None: T = 1 and argmax on the board."""
+    if calibration_of(checkpoint) is None:
+        return None
+    from brevitas_models.train import run_decisions
+    return run_decisions(Path(checkpoint).parent, log=log.info)
+
+
 def checkpoint_model(src):
-    """-> model from a brevitas_models checkpoint, training its run first when the checkpoint
-    is missing and ``train_config`` names the run's config."""
+    """-> (model, its run config) from a brevitas_models checkpoint, training its run first
+    when the checkpoint is missing and ``train_config`` names the run's config."""
     from brevitas_models.train import check_config_matches_run, load_checkpoint
     path = Path(src.checkpoint)
     if src.train_config:
@@ -51,7 +68,7 @@ def checkpoint_model(src):
             train(rcfg, progress=False)
         else:  # an edited train_config must not build the checkpoint of the old one
             check_config_matches_run(rcfg, src.train_config)
-    return load_checkpoint(path)[0]
+    return load_checkpoint(path)
 
 
 def build_untrained(section, data_root: Optional[str]) -> tuple[Any, list]:
@@ -100,7 +117,9 @@ def source_files(cfg) -> dict:
     build (a ``--from-step`` resume compares their sha256 with the earlier run's)."""
     src = cfg.model
     if src.checkpoint is not None:
-        return {"model.checkpoint": src.checkpoint}
+        cal = calibration_of(src.checkpoint)  # its decisions go into model.meta.json
+        return {"model.checkpoint": src.checkpoint,
+                **({"model.checkpoint (calibration.json)": str(cal)} if cal else {})}
     if src.qonnx is not None:
         return {"model.qonnx": src.qonnx, "model.meta": str(meta_path(src))}
     return {}  # untrained: the config fields (seed, ...) and the data files define it
@@ -117,11 +136,16 @@ def resolve_model(cfg, work_dir: Path) -> ModelBundle:
         (work_dir / "model.meta.json").write_text(json.dumps(meta, indent=2))
         return ModelBundle(target, meta, None, f"qonnx:{src.qonnx}")
     if src.checkpoint is not None:
-        model = checkpoint_model(src)
-        qpath, meta = export_model(model, target)
+        from brevitas_models.export import run_preprocess
+
+        model, run_cfg = checkpoint_model(src)
+        qpath, meta = export_model(model, target, checkpoint_decisions(src.checkpoint),
+                                   run_preprocess(run_cfg))
         return ModelBundle(Path(qpath), meta, model, f"checkpoint:{src.checkpoint}")
     u = src.untrained
     model, tasks = build_untrained(u, cfg.verify.data_root)
-    qpath, meta = export_model(model, target)
+    # its BatchNorm saw the tasks' default preprocessing (load_images): so does the board
+    qpath, meta = export_model(model, target,
+                               preprocess={t.name: t.preprocess.to_dict() for t in tasks})
     meta.setdefault("untrained", {"seed": u.seed, "calibration_images": u.calibration_images})
     return ModelBundle(Path(qpath), meta, model, f"untrained:seed={u.seed}")

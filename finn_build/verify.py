@@ -66,16 +66,18 @@ class Verifier:
 
     # ------------------------------------------------------------------ data
     def prepare_inputs(self, vcfg, data_files: dict):
-        tasks = [t["name"] for t in self.meta["tasks"]]
         _, c, h, w = self.meta["input"]["shape"]
         from brevitas_models.export import sha256_file
 
         from .data import load_images
 
         xs, info = [], []
-        for t in tasks:
+        for task in self.meta["tasks"]:
+            t = task["name"]
+            # as the model was trained: a model without "preprocess" was trained without any
             imgs, labels, src = load_images(t, vcfg.split, vcfg.images_per_task, h, c,
-                                            vcfg.data_root, seed=vcfg.seed)
+                                            vcfg.data_root, seed=vcfg.seed,
+                                            preprocess=task.get("preprocess") or {})
             if src not in data_files:
                 data_files[src] = sha256_file(src)
             xs.append(imgs.transpose(0, 3, 1, 2).astype(np.float32))

@@ -1,6 +1,10 @@
-"""Image conventions shared by training (``brevitas_models``) and the board runtime
-(``deploy.pynq``): decoding, channel conversion, resize, accepted file types. numpy + Pillow
-only, and nothing from this project: it sits at the bottom, everything else may import it."""
+"""The conventions shared by training (``brevitas_models``) and the board runtime
+(``deploy.pynq``): the image input (decoding, channel conversion, resize, accepted file types)
+and the decision rule on the output (``decision``: temperature-scaled probabilities, a binary
+task's threshold). numpy + Pillow only, and nothing from this project: it sits at the bottom,
+everything else may import it."""
+from . import decision  # noqa: F401
+from .decision import decide, probabilities  # noqa: F401
 from .images import (  # noqa: F401
     IMAGE_EXTS,
     ImageError,
@@ -8,5 +12,5 @@ from .images import (  # noqa: F401
     decode,
     resize,
     to_channels,
-    to_model_input,
 )
+from .preprocess import NORMALIZE, Preprocess, crop_box, normalize, standardize, to_model_input  # noqa: F401,E501

@@ -10,8 +10,10 @@ images reach that from their native form (the task's own channel count, any size
 - channel conversion (``to_channels``): gray -> RGB replicates; RGB -> gray is ITU-R 601 luma
   computed in float32 and rounded (not PIL's integer ``convert("L")``);
 - resize (``resize``): PIL bicubic to size x size, aspect not kept;
-- the order (``to_model_input``): a task stored as arrays (MedMNIST ``npz``) converts channels,
-  then resizes; a task stored as image files (``image_tar``) resizes, then converts channels.
+- the order (``preprocess.to_model_input``): a task stored as arrays (MedMNIST ``npz``)
+  converts channels, then resizes; a task stored as image files (``image_tar``) resizes, then
+  converts channels; the optional style-removing steps (crop, intensity normalization) sit
+  around the resize (``preprocess``).
 
 ``IMAGE_EXTS`` is the one list of image file types, for training trees and for the runtime.
 
@@ -60,14 +62,6 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
     resized = np.asarray(Image.fromarray(images[..., 0] if gray else images).resize(
         (size, size), Image.BICUBIC))
     return resized[..., None] if gray else resized
-
-
-def to_model_input(native: np.ndarray, source_format: str, size: int, channels: int
-                   ) -> np.ndarray:
-    """A task's native uint8 (N)HWC pixels -> the model input, in training's order."""
-    if source_format == "npz":  # arrays: channels first, then resize
-        return resize(to_channels(native, channels), size)
-    return to_channels(resize(native, size), channels)
 
 
 def convert_image(im, channels: int, name="image"):

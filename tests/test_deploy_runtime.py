@@ -496,3 +496,115 @@ def test_deploy_package_of_a_missing_build_says_what_to_run(tmp_path):
     cfg = config_from_dict(tiny_build_dict(tmp_path, "mlp"))
     with pytest.raises(DeployError, match=r"host_ops\.json not found.*make build"):
         build_package(cfg.out_dir, cfg, tmp_path / "out")
+
+
+# ---------------------------------------------------------------------------- (e) decisions
+
+def _package_with(pkg, dest, decisions) -> Path:
+    """A copy of an unpacked package whose tasks carry the given (hand-set) decisions."""
+    shutil.copytree(pkg, dest)
+    m = json.loads((dest / "metadata.json").read_text())
+    for t in m["tasks"]:
+        if t["name"] in decisions:
+            t["decision"] = decisions[t["name"]]
+    (dest / "metadata.json").write_text(json.dumps(m))
+    return dest
+
+
+def test_runtime_applies_the_threshold_and_temperature_on_simulated_overlay(tiny, overlay,
+                                                                           tmp_path):
+    """simulated_overlay: a hand-set threshold next to an image's P(positive) flips its label;
+    every label is the shared rule's (positive when P >= threshold); the temperature scales
+    the probabilities, not the logits; each result names the threshold used."""
+    from deploy.pynq.cli import render
+    from medimage import decision as rule
+
+    cfg, rep, pkg = tiny("mlp")
+    ov = overlay("mlp")
+    task = "tiny_pneumoniamnist"
+    files = sorted((pkg / "samples" / task).glob("*.png"))
+    plain_clf = Classifier(pkg, ov, ov.allocate)
+    plain = plain_clf.classify(files, task)
+    assert all(r["threshold"] is None for r in plain)
+    t = plain_clf.task(task)
+    pos = 1 - t["negative_class"]
+    p = np.array([r["probabilities"][t["classes"][pos]] for r in plain])
+    i = int(np.argmax(p))
+    # the most positive image: a threshold just above it makes it negative, one at it positive
+    thr = float(np.nextafter(p[i], 2.0)) if plain[i]["label_index"] == pos else float(p[i])
+    d = {"temperature": 1.0, "threshold": thr, "positive_class": pos}
+    got = Classifier(_package_with(pkg, tmp_path / "thr", {task: d}), ov,
+                     ov.allocate).classify(files, task)
+    assert got[i]["label_index"] != plain[i]["label_index"]
+    assert [r["label_index"] for r in got] == [pos if q >= thr else 1 - pos for q in p]
+    assert all(r["threshold"] == thr for r in got)
+    assert [r["logits"] for r in got] == [r["logits"] for r in plain]
+    rows = render([{**r, "status": "ok"} for r in got], t["classes"], "csv", {}).splitlines()
+    assert rows[0].endswith(",threshold") and all(r.endswith(f",{thr!r}") for r in rows[1:])
+    # temperature: softmax(logits / T), the label still the argmax without a threshold
+    hot = Classifier(_package_with(pkg, tmp_path / "temp", {task: {"temperature": 3.0}}), ov,
+                     ov.allocate).classify(files, task)
+    for r, q in zip(hot, plain):
+        want = rule.probabilities(np.array(q["logits"]), 3.0)
+        assert np.allclose(list(r["probabilities"].values()), want, rtol=0, atol=1e-12)
+        assert r["label_index"] == q["label_index"] and r["threshold"] is None
+    bad = _package_with(pkg, tmp_path / "bad", {task: {"temperature": 1.0, "threshold": 2.0,
+                                                       "positive_class": pos}})
+    with pytest.raises(DeployError, match="threshold must be in"):
+        Classifier(bad, ov, ov.allocate)
+
+
+def test_deploy_package_carries_the_decisions_of_a_trained_run(tiny, overlay, tmp_path):
+    """A tiny training run (the build's tasks and model shape) -> its calibration.json -> its
+    export's model.meta.json -> a build's model.meta.json -> the package's metadata.json,
+    README and expected labels, and the runtime gives those labels (simulated_overlay). The
+    build is this module's tiny build with the run's decisions in its model.meta.json: a FINN
+    build of the trained weights would add only time."""
+    from conftest import tiny_config
+
+    from brevitas_models.export import export_run
+    from brevitas_models.train import train
+    from deploy.host.sim_overlay import partition_model_path
+    from medimage import decision as rule
+
+    cfg, rep, pkg = tiny("mlp")
+    ov = overlay("mlp")
+    run = tiny_config(tmp_path, "mlp", name="calibrated", train={"epochs": 1})
+    train(run, progress=False)
+    export_run(run.run_dir, check_per_task=1)
+    exported = json.loads((run.run_dir / "export" / "model.meta.json").read_text())
+    decisions = {t["name"]: t["decision"] for t in exported["tasks"]}
+    cal = json.loads((run.run_dir / "calibration.json").read_text())
+    assert decisions == {n: t["decision"] for n, t in cal["tasks"].items()}
+    assert decisions["tiny_breastmnist"]["threshold"] is not None
+    src, b = Path(cfg.out_dir), tmp_path / "build"
+    for rel in ("host_ops.json", "build_report.json", "config.yaml", "model/model.meta.json",
+                "verification", str(partition_model_path(src).relative_to(src))):
+        (b / rel).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (src / rel).is_dir() else shutil.copy)(src / rel, b / rel)
+    meta = json.loads((b / "model" / "model.meta.json").read_text())
+    for t in meta["tasks"]:
+        t["decision"] = decisions[t["name"]]
+    (b / "model" / "model.meta.json").write_text(json.dumps(meta))
+    with tarfile.open(build_package(b, cfg, tmp_path / "out")) as tar:
+        tar.extractall(tmp_path / "unpacked")
+    root = tmp_path / "unpacked" / cfg.name
+    md = json.loads((root / "metadata.json").read_text())
+    assert {t["name"]: t["decision"] for t in md["tasks"]} == decisions
+    assert (root / "medimage" / "decision.py").is_file()
+    readme = (root / "README.md").read_text()
+    d = decisions["tiny_breastmnist"]
+    breast = next(t for t in md["tasks"] if t["name"] == "tiny_breastmnist")
+    pos = breast["classes"][d["positive_class"]]
+    assert f"`{pos}` when P({pos}) >= {d['threshold']:.3g}" in readme
+    exp = json.loads((root / "samples" / "expected.json").read_text())["images"]
+    clf = Classifier(root, ov, ov.allocate)
+    for t in md["tasks"]:
+        items = [e for e in exp if e["task"] == t["name"]]
+        a, z = t["slice"]
+        want = [int(rule.apply(np.array(e["expected"]["logits"])[a:z], t["decision"])[1])
+                for e in items]
+        assert [e["expected"]["label_index"] for e in items] == want
+        res = clf.classify([root / e["file"] for e in items], t["name"])
+        assert [r["label_index"] for r in res] == want
+        assert all(r["threshold"] == t["decision"]["threshold"] for r in res)

@@ -30,6 +30,11 @@ def test_export_matches_brevitas_integer_exact_on_real_images(trained, arch):
     meta = json.loads((cfg.run_dir / "export" / "model.meta.json").read_text())
     assert meta["input"]["dtype"] == "UINT8" and meta["num_outputs"] == 12
     assert len(meta["host"]["output_scale"]) in (1, 12)
+    # each task carries the decision fitted on validation at the end of training
+    cal = json.loads((cfg.run_dir / "calibration.json").read_text())
+    assert {t["name"]: t["decision"] for t in meta["tasks"]} == \
+        {n: t["decision"] for n, t in cal["tasks"].items()}
+    assert meta["checkpoint_sha256"] == cal["checkpoint_sha256"]
     from qonnx.core.modelwrapper import ModelWrapper
     mw = ModelWrapper(str(cfg.run_dir / "export" / "model.onnx"))
     assert str(mw.get_tensor_datatype(mw.graph.input[0].name)) == "UINT8"
@@ -39,7 +44,8 @@ def test_export_matches_brevitas_integer_exact_on_real_images(trained, arch):
 def test_check_catches_a_corrupted_export(trained, tmp_path):
     cfg = trained["mlp"]
     model, _ = load_run(cfg.run_dir)
-    path, _ = export_qonnx_model(model, tmp_path / "m.onnx")
+    path, meta = export_qonnx_model(model, tmp_path / "m.onnx")
+    assert all("decision" not in t for t in meta["tasks"])  # none given: T = 1 and argmax
     m = onnx.load(path)
     # flip the sign of the largest weight of the first layer
     init = max(m.graph.initializer, key=lambda t: np.prod(t.dims))

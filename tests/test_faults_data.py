@@ -356,7 +356,8 @@ def test_classify_reports_each_unreadable_file_in_its_row(tmp_path):
     text = cli.render([{**r, "task": "t"} for r in rows], ["dark", "bright"], "csv", {})
     table = list(__import__("csv").reader(io.StringIO(text)))
     assert table[0] == ["input", "task", "label", "label_index", "p_dark", "p_bright", "status",
-                        "error"]
+                        "error", "threshold"]
+    assert all(row[8] == "" for row in table[1:])  # no threshold: argmax
     assert [row[6] for row in table[1:]] == [r["status"] for r in rows]
     bad_row = next(row for row in table[1:] if row[0].endswith("c_junk.jpg"))
     assert bad_row[2] == "" and "cannot decode" in bad_row[7]

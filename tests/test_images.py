@@ -55,17 +55,25 @@ def _file_types(jpeg: bytes, mode: str) -> dict[str, bytes]:
     return out
 
 
-@pytest.mark.parametrize("prefix,native,size,channels", [
-    ("cxr_kermany_official_val_16/", 1, 28, 1),    # gray X-rays: resize only
-    ("cxr_kermany_official_val_16/", 1, 64, 3),    # + gray -> RGB
-    ("brain_mri_nickparvar_test_17/", 3, 28, 1),   # RGB-stored MRIs: resize, then luma
+STYLE_ROBUST = medimage.Preprocess(crop=True, normalize="equalize")
+
+
+@pytest.mark.parametrize("prefix,native,size,channels,pre", [
+    ("cxr_kermany_official_val_16/", 1, 28, 1, medimage.Preprocess()),  # gray X-rays: resize
+    ("cxr_kermany_official_val_16/", 1, 64, 3, medimage.Preprocess()),  # + gray -> RGB
+    ("brain_mri_nickparvar_test_17/", 3, 28, 1, medimage.Preprocess()),  # RGB MRIs: luma
+    # the tasks' default preprocessing: crop on the 224 grid, resize, equalize (then channels)
+    ("cxr_kermany_official_val_16/", 1, 64, 1, STYLE_ROBUST),
+    ("brain_mri_nickparvar_test_17/", 1, 64, 1, STYLE_ROBUST),
+    ("brain_mri_nickparvar_test_17/", 3, 32, 1, medimage.Preprocess(crop=True,
+                                                                    normalize="stretch")),
 ])
 def test_image_files_give_identical_pixels_in_training_and_runtime(tmp_path, prefix, native,
-                                                                   size, channels):
+                                                                   size, channels, pre):
     mode = "L" if native == 1 else "RGB"
     spec = get_task("tiny_chest_xray" if prefix.startswith("cxr") else "tiny_brain_mri")
     spec = dataclasses.replace(spec, name="tmp_images", source="tree", channels=native,
-                               split_dirs={"test": "test"})
+                               split_dirs={"test": "test"}, preprocess=pre)
     originals = _fixture_images(prefix, 4)
     for name, jpeg in originals.items():
         cls, stem = name.split("/")[0], Path(name).stem
@@ -78,7 +86,8 @@ def test_image_files_give_identical_pixels_in_training_and_runtime(tmp_path, pre
     kinds = {n.split("_")[-1] for n in split.names}
     assert kinds >= {"orig.jpeg", "png8.png", "bmp.bmp", "tif.tif"}
     assert ("png16.png" in kinds) == (native == 1)
-    task = {"native_channels": native, "source_format": "image_tar"}
+    task = {"native_channels": native, "source_format": "image_tar",
+            "preprocess": pre.to_dict(), "native_size": spec.size}
     for name, trained in zip(split.names, split.images):
         assert trained.shape == (size, size, channels) and trained.std() > 5  # a real picture
         board = inputs.load_input(tmp_path / "tree" / name, task, size, channels)
@@ -127,8 +136,8 @@ def test_medimage_needs_only_numpy_and_pillow():
     """It sits at the bottom: it ships to the board and training imports it."""
     allowed = {"__future__", "numpy", "PIL"}
     files = sorted((ROOT / "medimage").glob("*.py"))
-    assert [p.name for p in files] == ["__init__.py", "images.py"]
+    assert {"__init__.py", "images.py", "preprocess.py"} <= {p.name for p in files}
     outside = {p.name: sorted(m for m in _imported_modules(p)
                               if not m.startswith(".") and m.split(".")[0] not in allowed)
                for p in files}
-    assert outside == {"__init__.py": [], "images.py": []}
+    assert outside == {p.name: [] for p in files}

@@ -4,12 +4,14 @@
 writes ``<out-dir>/<name>.tar.gz`` (temp name, then renamed) holding ``<name>/``:
 
 - ``metadata.json``: host ops, tasks (slices, class names, how training prepared their
-  images), model input, the DMA tensors (FINN datatype, normal/folded/packed shape, stream
-  width, IODMA name, as FINN's driver generator computes them), performance figures;
+  images, the decision fitted on validation: temperature and binary threshold), model input,
+  the DMA tensors (FINN datatype, normal/folded/packed shape, stream width, IODMA name, as
+  FINN's driver generator computes them), performance figures;
 - ``bitfile/<name>.bit`` + ``.hwh`` when the build has them (a Vivado build); otherwise
   ``metadata.bitfile`` is null and both READMEs say so;
-- ``deploy/pynq/`` and ``medimage/``: the runtime and the image conventions it shares with
-  training (numpy + Pillow, ``pynq`` on the board; nothing of ``deploy/host/``);
+- ``deploy/pynq/`` and ``medimage/``: the runtime and the conventions it shares with training
+  (image input, decision rule; numpy + Pillow, ``pynq`` on the board; nothing of
+  ``deploy/host/``);
 - ``samples/<task>/NN_<class>.png``: real test images of every class of every task (native
   channels; up to ``--images-per-class`` of the build's verification images of each class, a
   class the build verified none of: its first image of the verification split, see
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+import medimage
 from deploy.pynq import host_ops
 from deploy.pynq import inputs as runtime_inputs
 from deploy.pynq.runtime import FORMAT, DeployError
@@ -39,7 +42,7 @@ from deploy.pynq.runtime import FORMAT, DeployError
 from .sim_overlay import partition_model_path, sha256
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-# What ships to the board: the runtime and the image conventions it imports (numpy + Pillow).
+# What ships to the board: the runtime and the conventions it imports (images, decision rule).
 SHIPPED = ("deploy/pynq", "medimage")
 
 
@@ -135,7 +138,17 @@ def make_metadata(build_dir: Path, cfg) -> dict:
         tasks.append({"name": t["name"], "classes": list(t["classes"]), "slice": t["slice"],
                       "negative_class": t.get("negative_class"),
                       "native_channels": spec.channels, "source_format": spec.fmt,
-                      "native_size": spec.size})
+                      "native_size": spec.size,
+                      # as trained; absent in the model's metadata: trained without any
+                      "preprocess": medimage.Preprocess.from_dict(t.get("preprocess")).to_dict()})
+    for t, entry in zip(meta["tasks"], tasks):  # the decision fitted on validation, if any
+        if t.get("decision") is not None:
+            try:
+                medimage.decision.check(t["decision"], len(entry["classes"]))
+            except ValueError as e:
+                raise DeployError(f"{b}/model/model.meta.json: task {t['name']}: {e}; export "
+                                  "the run again (medzoo export) and rebuild") from None
+            entry["decision"] = t["decision"]
     bit = find_bitfile(b)
     es = rep.get("estimates", {})
     dma = {"input": _dma_tensor(model, model.graph.input[0].name, True, "idma0"),
@@ -236,9 +249,14 @@ def make_samples(build_dir: Path, cfg, md: dict, per_class: int, root, data_dir=
            "checked_against_rtlsim": rtl is not None, "images": []}
     for t in md["tasks"]:
         idx = [i for i, d in enumerate(info) if d["task"] == t["name"]]
-        nat_size = t["native_size"] if t["source_format"] == "npz" else size
+        # The sample files hold the native pixels (no preprocessing): at the task's native size
+        # where the runtime needs that grid (arrays; a crop, found on the native grid), else
+        # at the model size (the runtime's resize to it is then the identity).
+        on_grid = t["source_format"] == "npz" or t["preprocess"]["crop"]
+        nat_size = t["native_size"] if on_grid else size
         nat, labels, _ = load_images(t["name"], v.split, v.images_per_task, nat_size,
-                                     t["native_channels"], root_data, seed=v.seed)
+                                     t["native_channels"], root_data, seed=v.seed,
+                                     preprocess={})
         if len(nat) != len(idx):
             raise DeployError(f"{t['name']}: {len(nat)} images from the data set, {len(idx)} in "
                               "the build's verification set; package with the build's data")
@@ -264,9 +282,9 @@ def make_samples(build_dir: Path, cfg, md: dict, per_class: int, root, data_dir=
         if missing:
             names = ", ".join(t["classes"][c] for c in missing)
             all_nat, all_lab, src = load_images(t["name"], v.split, sys.maxsize, nat_size,
-                                                t["native_channels"], root_data)
+                                                t["native_channels"], root_data, preprocess={})
             all_in, all_lab2, _ = load_images(t["name"], v.split, sys.maxsize, size, ch,
-                                              root_data)
+                                              root_data, preprocess=t["preprocess"])
             if not np.array_equal(all_lab, all_lab2):
                 raise DeployError(f"{t['name']}: the {v.split!r} split's labels differ between "
                                   "its native and model-input loads")
@@ -306,7 +324,7 @@ def make_samples(build_dir: Path, cfg, md: dict, per_class: int, root, data_dir=
                 raise DeployError(f"{rel}: the runtime's preprocessing differs from the project "
                                   "loader's model input (data set changed since the build?)")
             a0, a1 = t["slice"]
-            k = int(np.argmax(lg[a0:a1]))
+            k = int(medimage.decision.apply(lg[a0:a1], t.get("decision"))[1])  # as the board
             out["images"].append({
                 "file": rel, "task": t["name"], "true_label": t["classes"][lab],
                 "true_label_index": lab, **src_info,
@@ -316,14 +334,32 @@ def make_samples(build_dir: Path, cfg, md: dict, per_class: int, root, data_dir=
     return out
 
 
+def decision_text(t: dict) -> str:
+    """One task's decision rule in words, for the README."""
+    d = t.get("decision")
+    if not d:
+        return f"`{t['name']}`: argmax (no calibration)"
+    s = f"`{t['name']}`: T = {d['temperature']:.3g}"
+    if d.get("threshold") is None:
+        return s + ", argmax"
+    pos = t["classes"][d["positive_class"]]
+    return s + f", `{pos}` when P({pos}) >= {d['threshold']:.3g}"
+
+
 def board_readme(md: dict, samples: dict) -> str:
     gray = {1: "gray", 3: "RGB"}
     def packaged(t):  # "normal x2, pneumonia x2": the packaged samples per class
         n = [sum(1 for e in samples["images"] if e["task"] == t["name"]
                  and e["true_label_index"] == c) for c in range(len(t["classes"]))]
         return ", ".join(f"{c} x{k}" for c, k in zip(t["classes"], n))
+    def prep(t):  # "crop + equalize": the style-removing steps the runtime applies
+        p = t.get("preprocess") or {}
+        steps = (["crop"] if p.get("crop") else []) + (
+            [p["normalize"]] if p.get("normalize", "none") != "none" else [])
+        return " + ".join(steps) or "none"
     tasks = "\n".join(f"| `{t['name']}` | {', '.join(t['classes'])} | "
-                      f"{gray[t['native_channels']]} | {packaged(t)} |" for t in md["tasks"])
+                      f"{gray[t['native_channels']]} | {prep(t)} | {packaged(t)} |"
+                      for t in md["tasks"])
     perf = "\n".join(f"- `{k}`: {v}" for k, v in md.get("performance", {}).items())
     n = md["name"]
     if md["bitfile"]:
@@ -344,13 +380,21 @@ Multi-task classifier: {size}x{size} {gray[ch]} input, FINN all-RTL dataflow at
 
 Bitfile: {bit}
 
-| task | classes | images as trained | test images in `samples/<task>/` |
-|---|---|---|---|
+| task | classes | images as trained | preprocessing | test images in `samples/<task>/` |
+|---|---|---|---|---|
 {tasks}
 
 `samples/<task>/NN_<class>.png` are real test images of every class (the class they truly are
 is in the file name and `true_label` in `samples/expected.json`, next to the output the model
-is expected to give; a model's answer can differ from the true class).
+is expected to give; a model's answer can differ from the true class). Preprocessing (as in
+training, `preprocess` per task in `metadata.json`, `medimage/preprocess.py`): `crop` = crop
+to the body/head box found on the task's native grid, then resize; `equalize` / `stretch` =
+per-image intensity normalization in integers.
+
+Labels: probabilities are softmax(logits / T); a binary task with a threshold answers its
+positive class when P(positive) >= threshold, otherwise the argmax (both fitted on the
+validation split after training: `decision` per task in `metadata.json`; each result names
+the `threshold` used). {'; '.join(decision_text(t) for t in md['tasks'])}.
 
 ## On the board (PYNQ 3.x image, Python 3.10)
 

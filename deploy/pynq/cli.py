@@ -146,20 +146,23 @@ def cmd_info(args):
 
 
 def render(res: list, classes, fmt: str, head: dict) -> str:
-    """classify rows -> CSV (one line per input; status/error last) or JSON (``head`` + rows)."""
+    """classify rows -> CSV (one line per input; status, error, then the threshold that
+    decided the label, empty: argmax) or JSON (``head`` + rows)."""
     if fmt == "json":
         return json.dumps({**head, "results": res}, indent=1) + "\n"
     buf = io.StringIO()
     w = csv.writer(buf)
+    # threshold last: the earlier columns keep their places for existing readers
     w.writerow(["input", "task", "label", "label_index"] + [f"p_{c}" for c in classes]
-               + ["status", "error"])
+               + ["status", "error", "threshold"])
     for r in res:
         if r["status"] == "ok":
+            thr = "" if r.get("threshold") is None else repr(r["threshold"])  # "": argmax
             w.writerow([r["input"], r["task"], r["label"], r["label_index"]]
-                       + [f"{r['probabilities'][c]:.6f}" for c in classes] + ["ok", ""])
+                       + [f"{r['probabilities'][c]:.6f}" for c in classes] + ["ok", "", thr])
         else:
             w.writerow([r["input"], r["task"], "", ""] + [""] * len(classes)
-                       + [r["status"], r["error"]])
+                       + [r["status"], r["error"], ""])
     return buf.getvalue()
 
 
@@ -188,7 +191,8 @@ def cmd_classify(args):
         if not args.with_acc:
             r.pop("acc", None)
     bad = [r for r in res if r["status"] != "ok"]
-    head = {"package": clf.meta["name"], "task": t["name"], "overlay": _overlay_kind(clf),
+    head = {"package": clf.meta["name"], "task": t["name"], "decision": t.get("decision"),
+            "overlay": _overlay_kind(clf),
             "runtime": str(Path(__file__).resolve().parent), "images": len(res),
             "failed": len(bad), "skipped": [str(f) for f in skipped], "seconds": round(dt, 4)}
     _write(render(res, t["classes"], args.format, head), args.out)

@@ -2,8 +2,9 @@
 the task's images (``medimage``), or raw ``.npy`` arrays already at the model input.
 
 An image file is decoded to the task's native channel count and goes through the task's path
-(``medimage.to_model_input``), so a PNG of a MedMNIST image gives the training pixels bit for
-bit. Errors are ``ImageError`` naming the file, the problem and the fix.
+(``medimage.to_model_input``) with the preprocessing the model was trained with (the task's
+``preprocess`` in the metadata: crop, intensity normalization; none when absent), so a PNG of
+a MedMNIST image, or a chest X-ray JPEG, gives the training pixels bit for bit. Errors are ``ImageError`` naming the file, the problem and the fix.
 """
 from __future__ import annotations
 
@@ -36,7 +37,13 @@ def decode(path, channels: int) -> np.ndarray:
 def from_file(path, task: dict, size: int, channels: int) -> np.ndarray:
     """An image file of ``task`` (deploy metadata) -> the model's uint8 HxWxC input."""
     native = decode(path, int(task.get("native_channels", channels)))
-    return medimage.to_model_input(native, task.get("source_format"), size, channels)
+    try:
+        pre = medimage.Preprocess.from_dict(task.get("preprocess"))
+    except (ImageError, TypeError) as e:
+        raise ImageError(f"task {task.get('name')!r}: its metadata's preprocess "
+                         f"{task.get('preprocess')!r} cannot be applied ({e})") from None
+    return medimage.to_model_input(native, task.get("source_format"), size, channels, pre,
+                                   task.get("native_size"))
 
 
 def check_raw(a, name: str, size: int, channels: int) -> np.ndarray:

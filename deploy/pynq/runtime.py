@@ -9,7 +9,10 @@ width, IODMA instance name) of the one-input one-output dataflow partition.
 Data path of ``Classifier.classify``: image -> uint8 HxWxC as in training (``inputs``, with
 ``medimage``) -> NCHW -> host pre-ops -> folded -> packed bytes (``packing``) -> input buffer
 -> IODMA ``idma0`` -> dataflow -> ``odma0`` -> output buffer -> unpacked integer accumulators
--> host post-ops (float scale/bias) -> the task's slice -> softmax + label.
+-> host post-ops (float scale/bias) -> the task's slice -> the task's decision
+(``medimage.decision``, as in training's evaluation): softmax(logits / T) and the label (a
+binary task's threshold on P(positive), else argmax; a package without a decision: T = 1 and
+argmax).
 
 DMA control is FINN's ``zynq-iodma`` driver protocol: each IODMA is an HLS block with an
 ``ap_ctrl_hs`` AXI-Lite register file: 0x00 control (bit 0 start, bit 1 done, bit 2 idle),
@@ -26,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from medimage import ImageError
+from medimage import decision as rule
 
 from . import host_ops, inputs, packing
 
@@ -62,13 +66,12 @@ def load_metadata(package) -> tuple:
         host_ops.check_supported(meta["host_ops"])
     except host_ops.HostOpError as e:
         raise DeployError(f"{f}: {e}; update the runtime (deploy/pynq) to the build's version")
+    for t in meta.get("tasks", []):
+        try:
+            rule.check(t.get("decision"), len(t["classes"]))
+        except ValueError as e:
+            raise DeployError(f"{f}: task {t['name']}: {e}; unpack the deploy package again")
     return meta, f.parent
-
-
-def softmax(z) -> np.ndarray:
-    z = np.asarray(z, np.float64)
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 # --------------------------------------------------------------------------- accelerator
@@ -244,20 +247,23 @@ class Classifier:
                          for a in acc]).astype(np.float32)
 
     def classify(self, items, task=None, names=None) -> list:
-        """-> one dict per input: task, label, label_index, probabilities, logits, acc."""
+        """-> one dict per input: task, label, label_index, threshold (the binary task's
+        threshold on P(positive) that decided the label; None: argmax), probabilities
+        (temperature-scaled), logits, acc."""
         t = self.task(task)
         x = self.load(items, t["name"])
         acc = self.accumulators(x)
         lg = self.logits(acc)
         a, b = t["slice"]
-        probs = softmax(lg[:, a:b])
+        d = t.get("decision")
+        probs, labels = rule.apply(lg[:, a:b], d)
         names = names or [x if isinstance(x, (str, os.PathLike)) else f"array[{i}]"
                           for i, x in enumerate(items)]
         out = []
         for i in range(len(acc)):
-            k = int(np.argmax(probs[i]))
+            k = int(labels[i])
             out.append({"input": str(names[i]), "task": t["name"], "label": t["classes"][k],
-                        "label_index": k,
+                        "label_index": k, "threshold": (d or {}).get("threshold"),
                         "probabilities": {c: float(p) for c, p in zip(t["classes"], probs[i])},
                         "logits": [float(v) for v in lg[i, a:b]],
                         "acc": [int(v) for v in acc[i]]})
