@@ -7,8 +7,8 @@ style-robust one ("old") next to it ("new"), over seeds, on the validation and t
   the body/head box + percentile stretch, applied identically on the board), augmentation
   against style, and the decision fitted on validation (temperature; binary tasks a threshold
   for balanced accuracy), which the board applies.
-- old: the same config with no preprocessing, the default (mild) augmentation and argmax
-  decisions: what the config trained before.
+- old: the same config with no preprocessing, the default (mild) augmentation, 20 epochs
+  (patience 6) and argmax decisions: what the config trained before.
 
 Runs live in runs/bench/<name> and resume after a kill (a finished run is only evaluated).
 Records go into benchmarks/results/accuracy.json (``"study": "generalization"``, next to the
@@ -35,7 +35,8 @@ TASKS = ("chest_xray", "brain_mri")
 RECIPES = {
     "new": {},
     "old": {"data": {"preprocess": {t: PreprocessSection().model_dump() for t in TASKS},
-                     "augment": AugmentSection().model_dump()}},
+                     "augment": AugmentSection().model_dump()},
+            "train": {"epochs": 20, "patience": 6}},
 }
 METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "auc", "ece")
 # The targets, on the official test splits (means over the seeds).
