@@ -14,7 +14,8 @@ from benchmarks import harness
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-DRIVERS = ["bench_accuracy", "bench_hardware", "bench_rtlsim", "bench_rtlsim_ceiling"]
+DRIVERS = ["bench_accuracy", "bench_hardware", "bench_rtlsim", "bench_rtlsim_ceiling",
+           "bench_generalization", "bench_shortcut_audit"]
 
 
 def test_update_keeps_the_records_not_rerun_with_their_commit(tmp_path):
@@ -98,6 +99,7 @@ def test_record_set_has_the_keys_of_the_results_files(name, fields):
 def test_tables_rendered_from_the_results_files_are_the_ones_in_results_md():
     """The table format is unchanged: the committed records render to the committed tables."""
     from benchmarks.bench_accuracy import target_summary
+    from benchmarks.bench_generalization import STUDY, summary_rows, target_lines
     from benchmarks.bench_hardware import HW_COLUMNS
     from benchmarks.bench_rtlsim import COLUMNS, flat
 
@@ -107,9 +109,15 @@ def test_tables_rendered_from_the_results_files_are_the_ones_in_results_md():
     accuracy = json.loads((RESULTS / "accuracy.json").read_text())
     assert harness.render_generic_table(hardware["records"], HW_COLUMNS) in results_md
     assert harness.render_generic_table([flat(r) for r in rtlsim["records"]], COLUMNS) in results_md
-    test_split = [r for r in accuracy["records"] if r["split"] == "test"]
+    # accuracy.json holds bench_accuracy's records and bench_generalization's (its "study")
+    own = [r for r in accuracy["records"] if r.get("study") is None]
+    study = [r for r in accuracy["records"] if r.get("study") == STUDY]
+    assert own and study
+    test_split = [r for r in own if r["split"] == "test"]
     assert harness.render_accuracy_table(test_split) in results_md
-    assert target_summary(accuracy["records"]) in results_md
+    assert target_summary(own) in results_md
+    assert harness.render_generic_table(summary_rows(study)) in results_md
+    assert "\n".join(target_lines(study)) in results_md
 
 
 def test_command_line_names_the_module_and_its_arguments():
