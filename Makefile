@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip --disable-pip-version-check
 CONFIG ?= build_configs/mlp_w4a4_pynqz1.yaml
 
 .PHONY: install test test-slow demo bench bench-accuracy build bench-hardware verify-full \
-        bench-rtlsim bench-rtlsim-ceiling bench-shortcut-audit clean
+        bench-rtlsim bench-rtlsim-ceiling bench-shortcut-audit bench-layers clean
 
 # requirements-lock.txt pins every package and is installed with --no-deps: brevitas 0.13.0
 # (pinned by finn-plus 1.6.1) declares setuptools<70 and torch 2.13 declares setuptools>=77,
@@ -37,7 +37,8 @@ demo: install
 build: install
 	$(PY) -m finn_build --config $(CONFIG)
 
-bench: bench-accuracy bench-hardware bench-rtlsim bench-rtlsim-ceiling bench-shortcut-audit
+bench: bench-accuracy bench-hardware bench-rtlsim bench-rtlsim-ceiling bench-shortcut-audit \
+       bench-layers
 
 bench-accuracy: install
 	$(PY) -m benchmarks.bench_accuracy
@@ -67,6 +68,11 @@ bench-rtlsim-ceiling: install
 # style alone (padding, crop, intensity, sharpness)? Per task and class pair, train split.
 bench-shortcut-audit: install
 	$(PY) -m benchmarks.bench_shortcut_audit
+
+# benchmarks/results/layers.json + docs/results.md: our RTL layers (finn_build/layers) one by
+# one over a short grid: yosys LUTs vs estimate, Verilator cycles vs expected, bit-exactness.
+bench-layers: install
+	$(PY) -m benchmarks.bench_layers
 
 # docs/schema/*.json: JSON Schema of the run and build configs (docs/configs.md).
 .PHONY: schema

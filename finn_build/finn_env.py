@@ -110,6 +110,10 @@ def ensure_finn_env(finn_build_dir: str | os.PathLike | None = None) -> Path:
             if name not in mod.__dict__:
                 setattr(mod, name, _NoXSI(name))
     _DONE = True
+    # (3) our RTL layers (finn_build/layers/), registered with FINN's own custom-op registry
+    from .layers import register_all
+
+    register_all()
     # (4) optional: FINN's rtlsim interface on Verilator (finn_build.rtlsim.xsi_backend)
     if os.environ.get("FINN_BUILD_XSI_BACKEND", "").lower() == "verilator":
         install_verilator_xsi()

@@ -1,7 +1,8 @@
 """Folding (PE/SIMD/ram_style per layer) for a cycle target or "max that fits".
 
 For every folded node we enumerate its legal configurations (divisors of the folded
-dimensions; the RTL sliding window's parallel mode; weight memory in BRAM or LUTRAM) with
+dimensions; the RTL sliding window's parallel mode; weight memory in BRAM or LUTRAM; a
+depthwise VVAU together with its sliding window, whose SIMD must be the VVAU's PE) with
 finn-plus' cycle model (``get_exp_cycles``) and our corrected resource estimates
 (``estimates.node_resources``), and keep the Pareto front. For a target of T cycles per
 frame each node gets its cheapest configuration with cycles <= T (cost = resources
@@ -31,6 +32,9 @@ class Candidate:
     attrs: dict
     cycles: int
     res: dict = field(default_factory=dict)
+    # attributes of OTHER nodes that go with this choice: {node name: {attr: value}} (the
+    # depthwise sliding window in front of a VVAU, see ``_vvau_space``)
+    extra: dict = field(default_factory=dict)
 
 
 FOLD_ATTRS = ("PE", "SIMD", "parallel_window", "ram_style")
@@ -53,7 +57,42 @@ def _attr_space(node, inst) -> list[dict]:
         return out
     if op.startswith("FMPadding"):
         return [{"SIMD": s} for s in divisors(inst.get_nodeattr("NumChannels"))]
+    if op.split("_")[0] in ("DuplicateStreams", "AddStreams", "GlobalAccPool"):
+        return [{"PE": p} for p in divisors(inst.get_nodeattr("NumChannels"))]
     return []
+
+
+def _depthwise_swg(model, node):
+    """The depthwise sliding window feeding a VVAU node directly, or None."""
+    prod = model.find_producer(node.input[0])
+    if prod is None or not prod.op_type.startswith("ConvolutionInputGenerator"):
+        return None
+    if not getCustomOp(prod).get_nodeattr("depthwise"):
+        return None
+    return prod
+
+
+def _vvau_space(model, node, inst) -> list:
+    """[(VVAU attrs, {SWG name: SWG attrs})]: the VVAU and its depthwise sliding window are
+    folded together, as FINN's SetFolding does: the window's SIMD is the VVAU's PE (its
+    depthwise stream holds PE channels per beat), and a VVAU taking all k*k taps per cycle
+    (SIMD = k*k) needs the window's parallel mode. Offered: SIMD=1 with every PE dividing
+    the channels (window SIMD = PE), and SIMD=k*k with PE = channels (parallel window, RTL
+    only) -- the two stream layouts our VVAU_rtl is tested against FINN's sliding window
+    with (tests/test_layers_vvau.py). A VVAU without a depthwise window in front keeps
+    SIMD=1 and gets every PE."""
+    import numpy as np
+
+    ch = inst.get_nodeattr("Channels")
+    kk = int(np.prod(inst.get_nodeattr("Kernel")))
+    swg = _depthwise_swg(model, node)
+    if swg is None:
+        return [({"PE": p, "SIMD": 1}, {}) for p in divisors(ch)]
+    out = [({"PE": p, "SIMD": 1}, {swg.name: {"SIMD": p, "parallel_window": 0}})
+           for p in divisors(ch)]
+    if swg.op_type.endswith("_rtl") and kk > 1:
+        out.append(({"PE": ch, "SIMD": kk}, {swg.name: {"SIMD": ch, "parallel_window": 1}}))
+    return out
 
 
 def _pareto(cands: list[Candidate]) -> list[Candidate]:
@@ -75,10 +114,21 @@ def _pareto(cands: list[Candidate]) -> list[Candidate]:
 def enumerate_candidates(model: ModelWrapper, fpgapart: str, dsp_block: str) -> dict:
     """{node_name: [Candidate...]} for every foldable node (Pareto-pruned)."""
     out = {}
+    joint = {}  # depthwise sliding window -> its VVAU (folded together, see _vvau_space)
     for node in model.graph.node:
+        if node.op_type.startswith("VVAU"):
+            swg = _depthwise_swg(model, node)
+            if swg is not None:
+                joint[swg.name] = node.name
+    for node in model.graph.node:
+        if node.name in joint:
+            continue
         try:
             inst = getCustomOp(node)
         except Exception:
+            continue
+        if node.op_type.startswith("VVAU"):
+            out[node.name] = _pareto(_vvau_candidates(model, node, inst, fpgapart, dsp_block))
             continue
         space = _attr_space(node, inst)
         if not space:
@@ -100,6 +150,39 @@ def enumerate_candidates(model: ModelWrapper, fpgapart: str, dsp_block: str) -> 
     return out
 
 
+def _vvau_candidates(model, node, inst, fpgapart, dsp_block) -> list:
+    """A VVAU's candidates with its sliding window's matching folding: cycles the slower
+    of the two, resources their sum."""
+    by_name = {n.name: n for n in model.graph.node}
+    touched = {node.name: inst}
+    for _, extra in _vvau_space(model, node, inst)[:1]:
+        for name in extra:
+            touched[name] = getCustomOp(by_name[name])
+    saved = {n: {a: i.get_nodeattr(a) for a in FOLD_ATTRS if a in i.get_nodeattr_types()}
+             for n, i in touched.items()}
+    cands = []
+    for attrs, extra in _vvau_space(model, node, inst):
+        try:
+            for k, v in attrs.items():
+                inst.set_nodeattr(k, v)
+            for name, ea in extra.items():
+                for k, v in ea.items():
+                    touched[name].set_nodeattr(k, v)
+            cyc = int(inst.get_exp_cycles())
+            res = dict(node_resources(model, node, fpgapart, dsp_block)["est"])
+            for name in extra:
+                cyc = max(cyc, int(touched[name].get_exp_cycles()))
+                r = node_resources(model, by_name[name], fpgapart, dsp_block)["est"]
+                res = {k: res[k] + r[k] for k in RES_KEYS}
+        except Exception:
+            continue
+        cands.append(Candidate(dict(attrs), cyc, res, {n: dict(a) for n, a in extra.items()}))
+    for n, attrs in saved.items():
+        for k, v in attrs.items():
+            touched[n].set_nodeattr(k, v)
+    return cands
+
+
 def _cost(c: Candidate, weights: dict) -> float:
     return sum(c.res[k] * weights[k] for k in RES_KEYS)
 
@@ -117,10 +200,15 @@ def select(cands: dict, target_cycles: int, weights: dict) -> dict:
 
 
 def apply_selection(model: ModelWrapper, sel: dict) -> ModelWrapper:
+    attrs = {}
+    for name, c in sel.items():
+        attrs.setdefault(name, {}).update(c.attrs)
+        for other, ea in c.extra.items():
+            attrs.setdefault(other, {}).update(ea)
     for node in model.graph.node:
-        if node.name in sel:
+        if node.name in attrs:
             inst = getCustomOp(node)
-            for k, v in sel[node.name].attrs.items():
+            for k, v in attrs[node.name].items():
                 inst.set_nodeattr(k, v)
     return model
 
@@ -201,7 +289,8 @@ def write_folding_config(model: ModelWrapper, path) -> dict:
 
 
 def candidates_report(cands: dict) -> dict:
-    return {n: [{"attrs": c.attrs, "cycles": c.cycles, "res": c.res} for c in cs]
+    return {n: [{"attrs": c.attrs, "cycles": c.cycles, "res": c.res,
+                 **({"with": c.extra} if c.extra else {})} for c in cs]
             for n, cs in cands.items()}
 
 

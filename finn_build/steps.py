@@ -38,6 +38,8 @@ from .rtlsim.step import step_rtlsim, stream_inputs  # noqa: E402
 from .transforms import (  # noqa: E402
     HW_DOMAIN,
     LowerToRTLDatatypes,
+    StreamlineBranches,
+    has_branches,
     hw_backend_table,
     non_rtl_nodes,
     split_host_ops,
@@ -162,8 +164,11 @@ def step_tidy_up(model, build):
 
 def step_streamline(model, build):
     """finn-plus streamlining (scales/biases/BN into thresholds), convs lowered to
-    Im2Col+MatMul in NHWC; then the host ops (layout in front, float scale/bias behind)
-    and the integer accumulator tensor between them are identified."""
+    Im2Col+MatMul in NHWC (depthwise convs: a MatMul with a sparse weight matrix, annotated);
+    a graph with forks, residual adds or global pooling also gets ``StreamlineBranches``
+    (``transforms.py``; the MLP / CNN graphs have none and never run it); then the host ops
+    (layout in front, float scale/bias behind) and the integer accumulator tensor between
+    them are identified."""
     import finn.transformation.streamline.absorb as absorb
     from finn.transformation.streamline import Streamline
     from finn.transformation.streamline.reorder import MakeMaxPoolNHWC
@@ -178,6 +183,9 @@ def step_streamline(model, build):
         model = model.transform(MakeMaxPoolNHWC())
         model = model.transform(absorb.AbsorbConsecutiveTransposes())
     model = model.transform(Streamline())
+    if has_branches(model):  # forks / residual adds / global pooling (not the MLP / CNN)
+        model = model.transform(StreamlineBranches())
+        build.state.extra["streamline_branches"] = True
     model = model.transform(InferDataLayouts())
     model = model.transform(RemoveUnusedTensors())
     model = model.transform(GiveUniqueNodeNames())
@@ -202,9 +210,11 @@ def _hw_filter_not_host(model):
 
 
 def step_convert_to_hw(model, build):
-    """Lower to finn-plus HW layers with standalone thresholds (MVAU without embedded
-    activation + Thresholding), sliding windows, padding; other HW-convertible ops too
-    (pooling, label select, ...), which the all-RTL check then reports."""
+    """Lower to finn-plus HW layers with standalone thresholds (MVAU / VVAU without embedded
+    activation + Thresholding), sliding windows, padding, stream forks (DuplicateStreams),
+    residual adds (ElementwiseAdd -> our AddStreams), global pooling (GlobalAccPool); other
+    HW-convertible ops too (pooling, label select, ...), which the all-RTL check then
+    reports."""
     from finn.transformation.fpgadataflow.convert_to_hw.concat import InferConcatLayer
     from finn.transformation.fpgadataflow.convert_to_hw.conv_inp_gen import InferConvInpGen
     from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import (
@@ -227,10 +237,19 @@ def step_convert_to_hw(model, build):
     from finn.transformation.fpgadataflow.convert_to_hw.thresholding import (
         InferThresholdingLayer,
     )
+    from finn.transformation.fpgadataflow.convert_to_hw.vector_vector_activation import (
+        InferVectorVectorActivation,
+    )
     from finn.transformation.move_reshape import RemoveCNVtoFCFlatten
     from finn.transformation.streamline.absorb import AbsorbConsecutiveTransposes
 
+    from .layers.addstreams import ElementwiseAddToAddStreams
+
     model = model.transform(InferThresholdingLayer())  # standalone thresholds first
+    # depthwise convs (MatMul with the depthwise sparsity annotation) -> VVAU; the threshold
+    # behind it is already a Thresholding node, so the VVAU has noActivation=1 (what our
+    # VVAU_rtl implements)
+    model = model.transform(InferVectorVectorActivation())
     model = model.transform(InferQuantizedMatrixVectorActivation())
     model = model.transform(InferLabelSelectLayer())
     model = model.transform(InferFMPadding())
@@ -239,6 +258,7 @@ def step_convert_to_hw(model, build):
     model = model.transform(RemoveCNVtoFCFlatten())
     model = model.transform(InferConcatLayer())
     model = model.transform(InferElementwiseBinaryOperation(_hw_filter_not_host(model)))
+    model = model.transform(ElementwiseAddToAddStreams())  # residual add of two streams
     model = model.transform(InferGlobalAccPoolLayer())
     model = model.transform(InferDuplicateStreamsLayer())
     model = model.transform(AbsorbConsecutiveTransposes())
@@ -309,12 +329,17 @@ def step_create_dataflow_partition(model, build):
 
 def step_specialize_layers(model, build):
     """Specialize every HW layer to its RTL variant (preferred_impl_style=rtl); with
-    allow_hls=false any layer that stays HLS fails the build, listing the nodes."""
+    allow_hls=false any layer that stays HLS fails the build, listing the nodes. VVAU
+    (depthwise) nodes go to our VVAU_rtl first (``layers.vvau.SpecializeVVAU``): FINN's
+    SpecializeLayers makes them HLS on every non-Versal part."""
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+
+    from .layers.vvau import SpecializeVVAU
 
     for node in model.graph.node:
         if node.domain.startswith(HW_DOMAIN):
             getCustomOp(node).set_nodeattr("preferred_impl_style", "rtl")
+    model = model.transform(SpecializeVVAU(build.cfg.fpga_part))
     model = model.transform(SpecializeLayers(build.cfg.fpga_part))
     model = apply_all(model, names_shapes_types())
     model = _lower_datatypes(model, build)
@@ -412,8 +437,12 @@ def step_insert_dwc_fifo(model, build):
     if _verify_enabled(build):
         from finn.util.verification import despecialize_model
 
+        from .layers.vvau import golden_vvau_inputs
+
         t = time.time()
-        child = despecialize_model(model)
+        # FINN's VVAU python execution misreads its input behind a FIFO / DWC (see
+        # golden_vvau_inputs); the FIFOs / DWCs themselves are identities in python
+        child = golden_vvau_inputs(despecialize_model(model))
         host = build.state.host_ops
         logits, acc = build.verifier.run_dataflow(child, host)
         build.verifier.check("insert_dwc_fifo", logits, acc, host, time.time() - t)

@@ -237,3 +237,98 @@ def non_rtl_nodes(model: ModelWrapper) -> list[dict]:
 # ---------------------------------------------------------------------------- export fix-ups
 
 
+
+
+# ---------------------------------------------------------------------------- branches
+
+def has_branches(model: ModelWrapper) -> bool:
+    """A graph the linear streamlining does not finish: a tensor read by more than one node
+    (a fork), an Add of two computed tensors (a join), or a GlobalAveragePool. The MLP / CNN
+    of the model zoo have none of these (a chain ending in a flatten), so their builds never
+    run ``StreamlineBranches`` and stay as they were."""
+    seen = set()
+    for n in model.graph.node:
+        if n.op_type == "GlobalAveragePool":
+            return True
+        if (n.op_type == "Add" and len(n.input) == 2
+                and all(model.get_initializer(i) is None for i in n.input)):
+            return True
+        for i in n.input:
+            if model.get_initializer(i) is not None:
+                continue
+            if i in seen:
+                return True
+            seen.add(i)
+    return False
+
+
+class StreamlineBranches(Transformation):
+    """Streamlining of forks and residual joins, after finn-plus' ``Streamline`` and the
+    conv lowering (what finn-examples' MobileNet-v1 / ResNet-50 custom steps do, for our
+    graphs), repeated until the graph no longer changes (at most ``rounds`` times):
+
+    - scale / bias and layout ops in front of a fork are copied into every branch
+      (``MoveLinearPastFork``, ``MoveTransposePastFork``), where the branch absorbs them;
+    - equal scales on both inputs of an Add move behind it (``MoveLinearPastEltwiseAdd``:
+      the two inputs must share ONE quantizer in Brevitas, then the add is integer), as do
+      equal transposes (``MoveTransposePastJoinAdd``);
+    - transposes are absorbed into thresholds / cancelled (NHWC everywhere);
+    - ``GlobalAveragePool`` on an integer tensor becomes finn-plus' ``GlobalAccPool`` (an
+      integer sum) and a scalar Mul(1/(H*W)), which ``Streamline`` then moves past the flatten
+      and the next MatMul into its thresholds (or, at the end, into the host's float scale);
+    - ``Streamline`` again (absorbs what the moves exposed);
+    - finally ``RoundAndClipThresholds`` (exact on integer inputs; see ``apply``)."""
+
+    def __init__(self, rounds: int = 4):
+        super().__init__()
+        self.rounds = rounds
+
+    def apply(self, model: ModelWrapper):
+        import finn.transformation.streamline.absorb as absorb
+        import finn.transformation.streamline.reorder as reorder
+        from finn.transformation.fpgadataflow.convert_to_hw.global_acc_pool import (
+            InferGlobalAccPoolLayer,
+        )
+        from finn.transformation.streamline import Streamline
+        from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
+        from qonnx.transformation.infer_data_layouts import InferDataLayouts
+        from qonnx.transformation.infer_datatypes import InferDataTypes
+
+        passes = [reorder.MoveLinearPastFork(), reorder.MoveTransposePastFork(),
+                  absorb.AbsorbConsecutiveTransposes(),
+                  absorb.AbsorbTransposeIntoMultiThreshold(),
+                  reorder.MoveLinearPastEltwiseAdd(), _SamePermTransposePastJoinAdd(),
+                  absorb.AbsorbTransposeIntoMultiThreshold(),
+                  absorb.AbsorbConsecutiveTransposes(), InferDataLayouts(),
+                  InferGlobalAccPoolLayer(), absorb.AbsorbConsecutiveTransposes(),
+                  Streamline()]
+        for _ in range(self.rounds):
+            before = model.model.graph.SerializeToString()
+            for t in passes:
+                model = model.transform(t)
+                model = model.transform(InferDataLayouts())
+            if model.model.graph.SerializeToString() == before:
+                break
+        # thresholds of a signed requantizer on an unsigned tensor (the skip path) lie below
+        # the input's range; on an integer input rounding them up and clipping them to the
+        # input range changes no output, and FINN's Thresholding needs them >= 0 there
+        model = model.transform(RoundAndClipThresholds())
+        model = model.transform(InferDataTypes())
+        return model, False
+
+
+def _SamePermTransposePastJoinAdd():  # noqa: N802  (a transformation instance)
+    """finn-plus' ``MoveTransposePastJoinAdd`` with the permutation check it means to make
+    (its ``are_producers_identical`` evaluates ``False`` without returning it, so two
+    different transposes would be merged)."""
+    from finn.transformation.streamline.reorder import MoveTransposePastJoinAdd
+    from qonnx.util.basic import get_by_name
+
+    class _Move(MoveTransposePastJoinAdd):
+        def are_producers_identical(self, model, producers):
+            if not super().are_producers_identical(model, producers):
+                return False
+            perms = {tuple(get_by_name(p.attribute, "perm").ints) for p in producers}
+            return len(perms) == 1
+
+    return _Move()

@@ -15,7 +15,7 @@ from benchmarks import harness
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DRIVERS = ["bench_accuracy", "bench_hardware", "bench_rtlsim", "bench_rtlsim_ceiling",
-           "bench_generalization", "bench_shortcut_audit"]
+           "bench_generalization", "bench_shortcut_audit", "bench_layers"]
 
 
 def test_update_keeps_the_records_not_rerun_with_their_commit(tmp_path):
@@ -177,3 +177,13 @@ def test_update_results_md_replaces_only_its_section(tmp_path):
     assert after[after.index("<!-- BEGIN hardware-estimates -->"):] == hw_block
     assert after.index("## Accuracy") < after.index("## Hardware estimates")
     assert [f.name for f in path.parent.iterdir()] == ["results.md"]
+
+
+def test_layers_table_rendered_from_layers_json_is_the_one_in_results_md():
+    from benchmarks.bench_layers import table, verdicts
+
+    layers = json.loads((RESULTS / "layers.json").read_text())
+    results_md = (ROOT / "docs" / "results.md").read_text()
+    assert layers["records"]
+    assert table(layers["records"]) in results_md
+    assert "\n".join(verdicts(layers["records"])) in results_md

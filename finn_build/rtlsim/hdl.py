@@ -38,7 +38,10 @@ class RTLSimError(RuntimeError):
 
 
 SUPPORTED = ("MVAU_rtl", "Thresholding_rtl", "ConvolutionInputGenerator_rtl", "FMPadding_rtl",
-             "StreamingDataWidthConverter_rtl", "StreamingFIFO_rtl")
+             "StreamingDataWidthConverter_rtl", "StreamingFIFO_rtl",
+             # our own RTL layers (finn_build/layers, finn_build/rtl)
+             "DuplicateStreams_rtl", "AddStreams_rtl", "GlobalAccPool_rtl",
+             "VVAU_rtl")
 
 
 @dataclass

