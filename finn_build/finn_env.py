@@ -46,6 +46,9 @@ XSI_LAZY_NAMES = (
     "close_rtlsim",
     "rtlsim_multi_io",
 )
+# finn.xsi's own availability checks (they need XILINX_VIVADO): install_verilator_xsi answers
+# them for Verilator and uninstall_verilator_xsi puts FINN's back
+XSI_CHECK_NAMES = ("is_available", "ensure_available")
 
 
 class VivadoUnavailableError(RuntimeError):
@@ -134,6 +137,10 @@ def install_verilator_xsi(force: bool = False) -> bool:
     mod = sys.modules["finn.xsi"]
     for name in XSI_LAZY_NAMES:
         setattr(mod, name, getattr(xsi_backend, name))
+    # FINN's availability checks want Vivado: answered by the backend, FINN's kept aside
+    for name in XSI_CHECK_NAMES:
+        mod.__dict__.setdefault(f"_finn_{name}", getattr(mod, name, None))
+        setattr(mod, name, getattr(xsi_backend, name))
     mod._finn_build_backend = "verilator"  # noqa: SLF001
     return True
 
@@ -143,6 +150,9 @@ def uninstall_verilator_xsi():
     mod = sys.modules["finn.xsi"]
     for name in XSI_LAZY_NAMES:
         setattr(mod, name, _NoXSI(name))
+    for name in XSI_CHECK_NAMES:  # FINN's own checks back
+        if mod.__dict__.get(f"_finn_{name}") is not None:
+            setattr(mod, name, mod.__dict__.pop(f"_finn_{name}"))
     mod.__dict__.pop("_finn_build_backend", None)
 
 

