@@ -8,6 +8,7 @@ Compiles use ``-O0`` (FINN_BUILD_RTLSIM_OPT) and a cache private to the test ses
 import copy
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -605,3 +606,35 @@ def test_finn_xsi_availability_checks_answered_by_verilator(monkeypatch):
         forget()
         uninstall_verilator_xsi()
     assert (fxsi.is_available, fxsi.ensure_available) == finn_own
+
+
+def test_skid_fixup_makes_verilator_accept_skid(tmp_path):
+    """finn-rtllib's skid.sv (used by tiled Versal MVUs) fails Verilator's lint as shipped and
+    passes after the fix-up; fixed_rtllib fixes every copy of it (three folders)."""
+    from finn.util.settings import get_settings
+
+    from finn_build.rtlsim import fixups as FX
+    from finn_build.rtlsim.tools import verilator_cli
+
+    lib = Path(get_settings().finn_rtllib)
+    src = lib / "skid" / "skid.sv"
+    original = tmp_path / "orig" / "skid.sv"
+    fixed = tmp_path / "fixed" / "skid.sv"
+    for p, text in ((original, src.read_text()),
+                    (fixed, FX.apply_fixups("skid.sv", src.read_text())[0])):
+        p.parent.mkdir()
+        p.write_text(text)
+
+    def lint(path):
+        return subprocess.run([verilator_cli(), "--lint-only", "-Wno-fatal", "--top-module",
+                               "skid", "-GDATA_WIDTH=8", path.name], cwd=path.parent,
+                              capture_output=True, text=True, timeout=300)
+
+    bad = lint(original)
+    assert bad.returncode != 0 and "Missing arguments" in bad.stderr
+    good = lint(fixed)
+    assert good.returncode == 0, good.stderr
+    tree = FX.fixed_rtllib(lib, tmp_path / "rtllib")
+    copies = sorted(tree.rglob("skid.sv"))
+    assert len(copies) >= 2
+    assert all("FEED_STAGES);" in p.read_text() for p in copies)

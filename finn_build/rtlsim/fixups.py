@@ -125,6 +125,14 @@ FIXES: list = [
         "`default_nettype inside a module"),
     Fix("vpc.nettype_wire", "vpc.sv", "`default_nettype wire\n", "",
         "`default_nettype inside a module"),
+    # skid.sv (finn-rtllib/skid, and identical copies in stream_tap/ and inner_shuffle/): the
+    # capacity check's $error has a %0d and no argument; Verilator rejects the file ("Missing
+    # arguments for $display-like format"), so e.g. tiled Versal MVUs, which use it, did not
+    # build. The argument it meant is FEED_STAGES.
+    Fix("skid.error_argument", "skid.sv",
+        '$error("%m: Requested number of %0d FEED_STAGES exceeds SRL capacity.");',
+        '$error("%m: Requested number of %0d FEED_STAGES exceeds SRL capacity.", FEED_STAGES);',
+        "$error format with %0d and no argument"),
 ]
 
 
@@ -162,13 +170,10 @@ def fixed_rtllib(src, dst) -> Path:
         shutil.rmtree(tmp)
     shutil.copytree(src, tmp)
     targets = {f.file for f in FIXES}
-    found = {}
+    found = set()
     for path in tmp.rglob("*"):
-        if path.name in targets:
-            if path.name in found:
-                raise FixupError(f"two finn-rtllib files named {path.name}: {found[path.name]}"
-                                 f" and {path}; the fix-ups address files by name")
-            found[path.name] = path
+        if path.name in targets:  # (copies of one file in several folders: each fixed, and
+            found.add(path.name)  # apply_fixups fails loudly on a copy that differs)
             path.write_text(apply_fixups(path.name, path.read_text())[0])
     missing = sorted(targets - set(found))
     if missing:
