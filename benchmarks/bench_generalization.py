@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 
 from benchmarks import harness
+from finn_build.provenance import git_commit
 from brevitas_models.config import (AugmentSection, PreprocessSection, config_from_dict,
                                     load_config, merge)
 
@@ -133,12 +134,12 @@ def target_lines(records: list[dict]) -> list[str]:
     return lines
 
 
-def write_outputs(records: list[dict], command: str) -> None:
+def write_outputs(records: list[dict], command: str, commit: str) -> None:
     old = harness.read_results(RESULTS) or {"records": [], "command": ""}
     others = [r for r in old["records"] if r.get("study") != STUDY]  # bench_accuracy's
     commands = [c for c in old["command"].split("; ") if c and c != command] + [command]
-    results = harness.record_set(others + records, "; ".join(commands))
-    pre = (f"From `{command}`, CNN w4a4 at 64x64 gray on chest_xray (Kermany, patient-wise "
+    results = harness.record_set(others + records, "; ".join(commands), commit=commit)
+    pre = (f"{harness.provenance_text(results)}: CNN w4a4 at 64x64 gray on chest_xray (Kermany, patient-wise "
            "validation carved from train) + brain_mri (Nickparvar, de-duplicated, leaked test "
            "images dropped), multi-task; official test splits, each model chosen by early "
            "stopping on validation. Mean ± sample std over the seeds. `old`: no preprocessing, "
@@ -160,6 +161,7 @@ def main(argv=None) -> int:
     from brevitas_models.train import load_data, train
 
     command = harness.command_line("benchmarks.bench_generalization", argv)
+    commit = git_commit()  # before this run writes its results (they would make it "dirty")
     old = harness.read_results(RESULTS) or {"records": []}
     records = [r for r in old["records"] if r.get("study") == STUDY]
     for recipe in args.recipes:
@@ -173,7 +175,7 @@ def main(argv=None) -> int:
             records = [r for r in records if r["run"] != cfg.name]
             for split in ("val", "test"):
                 records += records_for(recipe, cfg, split, *evaluate(cfg, split, data))
-            write_outputs(records, command)
+            write_outputs(records, command, commit)
             print(f"[bench] {cfg.name}: " + ", ".join(
                 f"{r['task']} test acc {r['accuracy']:.3f} bal {r['balanced_accuracy']:.3f}"
                 for r in records if r["run"] == cfg.name and r["split"] == "test"), flush=True)
