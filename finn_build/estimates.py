@@ -1,18 +1,9 @@
-"""Resource / performance estimates: finn-plus' analytical models plus two documented
-corrections for the RTL MVU, which finn-plus 1.6.1 under-reports:
+"""Resource / performance estimates: finn-plus' analytical models, corrected per layer where
+they are known to be wrong (``HWLayer.correct_estimate`` in ``finn_build/layers/``; today the
+RTL MVU's DSP lanes and LUTRAM weights, ``layers/mvau.py``).
 
-1. DSPs. ``MVAU_rtl.dsp_estimation`` returns ``ceil(PE/4) * SIMD`` on DSP48E1/E2, i.e. it
-   assumes four PEs share one DSP whatever the operand widths. The RTL core
-   (finn-rtllib/mvu/mvu.sv) packs ``NUM_LANES = 1 + (A_WIDTH - !NARROW - W) / (W + A - 1)``
-   PEs per DSP (A_WIDTH = 25 on DSP48E1, 27 on DSP48E2): 4 lanes for INT4 weights x 4-bit
-   activations, but only 2 for INT4 x UINT8 (the first layer, fed raw pixels). We use the
-   lane count of the RTL source.
-2. LUTRAM weights. ``MVAU_rtl.lut_estimation`` returns 0 and ``bram_estimation`` returns 0
-   for ``ram_style=distributed``, so weights in LUTRAM would look free. We add
-   ``ceil(depth / 64) * width`` LUTs (one 64x1 LUTRAM per bit) for them.
-
-Both the uncorrected finn-plus numbers (``finn``) and the corrected ones (``est``) are kept in
-the reports; budget fitting uses the corrected ones.
+Both the uncorrected finn-plus numbers (``finn``) and the corrected ones (``est``, with the
+reasons in ``notes``) are kept in the reports; budget fitting uses the corrected ones.
 """
 from __future__ import annotations
 
@@ -21,21 +12,10 @@ import math
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
+from .layers import layer_of
 from .transforms import backend_of
 
 RES_KEYS = ("lut", "bram18", "uram", "dsp")
-_A_WIDTH = {"DSP48E1": 25, "DSP48E2": 27}
-
-
-def mvu_lanes(w_bits: int, a_bits: int, a_signed: bool, narrow: bool, dsp_block: str) -> int:
-    a_width = _A_WIDTH.get(dsp_block)
-    if a_width is None:
-        return 0  # DSP58: finn-plus' own estimate is used
-    if a_width == w_bits:
-        return 1
-    # mvu.sv: MIN_LANE_WIDTH = WEIGHT_WIDTH + ACTIVATION_WIDTH - 1
-    min_lane = w_bits + a_bits - 1
-    return 1 + (a_width - (0 if narrow else 1) - w_bits) // min_lane
 
 
 def node_resources(model: ModelWrapper, node, fpgapart: str, dsp_block: str) -> dict:
@@ -44,29 +24,11 @@ def node_resources(model: ModelWrapper, node, fpgapart: str, dsp_block: str) -> 
     r = inst.node_res_estimation(fpgapart)
     finn = {"lut": float(r.get("LUT", 0)), "bram18": float(r.get("BRAM_18K", 0)),
             "uram": float(r.get("URAM", 0)), "dsp": float(r.get("DSP", 0))}
-    est = dict(finn)
-    notes = []
-    if node.op_type == "MVAU_rtl":
-        pe, simd = inst.get_nodeattr("PE"), inst.get_nodeattr("SIMD")
-        wdt, idt = inst.get_input_datatype(1), inst.get_input_datatype(0)
-        w = model.get_initializer(node.input[1])
-        narrow = w is not None and float(w.min()) > wdt.min()
-        lanes = mvu_lanes(wdt.bitwidth(), idt.bitwidth(), idt.signed(), narrow, dsp_block)
-        if lanes:
-            simd_eff = simd
-            if inst.get_nodeattr("pumpedCompute"):
-                simd_eff = math.ceil(simd / 2)
-            dsp = math.ceil(pe / lanes) * simd_eff
-            if dsp != finn["dsp"]:
-                notes.append(f"dsp: {lanes} lanes/DSP for {wdt.name}x{idt.name}")
-            est["dsp"] = float(dsp)
-        if (inst.get_nodeattr("ram_style") == "distributed"
-                and inst.get_nodeattr("mem_mode") in ("internal_decoupled", "internal_embedded")):
-            depth = (inst.get_nodeattr("MW") * inst.get_nodeattr("MH")) // (pe * simd)
-            width = pe * simd * wdt.bitwidth()
-            lutram = math.ceil(depth / 64) * width
-            est["lut"] += lutram
-            notes.append(f"lut: +{lutram} LUTRAM for weights")
+    layer = layer_of(node.op_type)
+    if layer and layer.correct_estimate:
+        est, notes = layer.correct_estimate(model, node, inst, finn, dsp_block)
+    else:
+        est, notes = dict(finn), []
     return {"finn": finn, "est": est, "notes": notes}
 
 

@@ -1,8 +1,9 @@
 """Folding (PE/SIMD/ram_style per layer) for a cycle target or "max that fits".
 
-For every folded node we enumerate its legal configurations (divisors of the folded
-dimensions; the RTL sliding window's parallel mode; weight memory in BRAM or LUTRAM; a
-depthwise VVAU together with its sliding window, whose SIMD must be the VVAU's PE) with
+For every folded node we enumerate its legal configurations (its layer's
+``HWLayer.fold_space`` in ``finn_build/layers/``: divisors of the folded dimensions; the RTL
+sliding window's parallel mode; weight memory in BRAM or LUTRAM; a depthwise VVAU together
+with its sliding window, whose SIMD must be the VVAU's PE) with
 finn-plus' cycle model (``get_exp_cycles``) and our corrected resource estimates
 (``estimates.node_resources``), and keep the Pareto front. For a target of T cycles per
 frame each node gets its cheapest configuration with cycles <= T (cost = resources
@@ -21,10 +22,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
 from .estimates import RES_KEYS, fits, node_resources
-
-
-def divisors(n: int) -> list[int]:
-    return [d for d in range(1, int(n) + 1) if n % d == 0]
+from .layers import layer_of
 
 
 @dataclass
@@ -33,66 +31,14 @@ class Candidate:
     cycles: int
     res: dict = field(default_factory=dict)
     # attributes of OTHER nodes that go with this choice: {node name: {attr: value}} (the
-    # depthwise sliding window in front of a VVAU, see ``_vvau_space``)
+    # depthwise sliding window in front of a VVAU, see ``layers.vvau.fold_space``)
     extra: dict = field(default_factory=dict)
 
 
-FOLD_ATTRS = ("PE", "SIMD", "parallel_window", "ram_style")
-
-
-def _attr_space(node, inst) -> list[dict]:
-    op = node.op_type
-    if op.startswith("MVAU"):
-        styles = ["block", "distributed"]
-        return [{"SIMD": s, "PE": p, "ram_style": r}
-                for s in divisors(inst.get_nodeattr("MW"))
-                for p in divisors(inst.get_nodeattr("MH")) for r in styles]
-    if op.startswith("Thresholding"):
-        return [{"PE": p} for p in divisors(inst.get_nodeattr("NumChannels"))]
-    if op.startswith("ConvolutionInputGenerator"):
-        ch = inst.get_nodeattr("IFMChannels")
-        out = [{"SIMD": s, "parallel_window": 0} for s in divisors(ch)]
-        if op.endswith("_rtl") and not inst.get_nodeattr("depthwise"):
-            out.append({"SIMD": ch, "parallel_window": 1})
-        return out
-    if op.startswith("FMPadding"):
-        return [{"SIMD": s} for s in divisors(inst.get_nodeattr("NumChannels"))]
-    if op.split("_")[0] in ("DuplicateStreams", "AddStreams", "GlobalAccPool"):
-        return [{"PE": p} for p in divisors(inst.get_nodeattr("NumChannels"))]
-    return []
-
-
-def _depthwise_swg(model, node):
-    """The depthwise sliding window feeding a VVAU node directly, or None."""
-    prod = model.find_producer(node.input[0])
-    if prod is None or not prod.op_type.startswith("ConvolutionInputGenerator"):
-        return None
-    if not getCustomOp(prod).get_nodeattr("depthwise"):
-        return None
-    return prod
-
-
-def _vvau_space(model, node, inst) -> list:
-    """[(VVAU attrs, {SWG name: SWG attrs})]: the VVAU and its depthwise sliding window are
-    folded together, as FINN's SetFolding does: the window's SIMD is the VVAU's PE (its
-    depthwise stream holds PE channels per beat), and a VVAU taking all k*k taps per cycle
-    (SIMD = k*k) needs the window's parallel mode. Offered: SIMD=1 with every PE dividing
-    the channels (window SIMD = PE), and SIMD=k*k with PE = channels (parallel window, RTL
-    only) -- the two stream layouts our VVAU_rtl is tested against FINN's sliding window
-    with (tests/test_layers_vvau.py). A VVAU without a depthwise window in front keeps
-    SIMD=1 and gets every PE."""
-    import numpy as np
-
-    ch = inst.get_nodeattr("Channels")
-    kk = int(np.prod(inst.get_nodeattr("Kernel")))
-    swg = _depthwise_swg(model, node)
-    if swg is None:
-        return [({"PE": p, "SIMD": 1}, {}) for p in divisors(ch)]
-    out = [({"PE": p, "SIMD": 1}, {swg.name: {"SIMD": p, "parallel_window": 0}})
-           for p in divisors(ch)]
-    if swg.op_type.endswith("_rtl") and kk > 1:
-        out.append(({"PE": ch, "SIMD": kk}, {swg.name: {"SIMD": ch, "parallel_window": 1}}))
-    return out
+def _space(model, node, inst) -> list:
+    """[(attrs, {other node: attrs})]: the node's legal foldings (its ``HWLayer.fold_space``)."""
+    layer = layer_of(node.op_type)
+    return layer.fold_space(model, node, inst) if layer and layer.fold_space else []
 
 
 def _pareto(cands: list[Candidate]) -> list[Candidate]:
@@ -113,73 +59,56 @@ def _pareto(cands: list[Candidate]) -> list[Candidate]:
 
 def enumerate_candidates(model: ModelWrapper, fpgapart: str, dsp_block: str) -> dict:
     """{node_name: [Candidate...]} for every foldable node (Pareto-pruned)."""
-    out = {}
-    joint = {}  # depthwise sliding window -> its VVAU (folded together, see _vvau_space)
+    spaces = {}
     for node in model.graph.node:
-        if node.op_type.startswith("VVAU"):
-            swg = _depthwise_swg(model, node)
-            if swg is not None:
-                joint[swg.name] = node.name
-    for node in model.graph.node:
-        if node.name in joint:
-            continue
         try:
             inst = getCustomOp(node)
         except Exception:
             continue
-        if node.op_type.startswith("VVAU"):
-            out[node.name] = _pareto(_vvau_candidates(model, node, inst, fpgapart, dsp_block))
-            continue
-        space = _attr_space(node, inst)
-        if not space:
-            continue
-        saved = {a: inst.get_nodeattr(a) for a in FOLD_ATTRS if a in inst.get_nodeattr_types()}
-        cands = []
-        for attrs in space:
-            try:
-                for k, v in attrs.items():
-                    inst.set_nodeattr(k, v)
-                cyc = int(inst.get_exp_cycles())
-                res = node_resources(model, node, fpgapart, dsp_block)["est"]
-            except Exception:
-                continue
-            cands.append(Candidate(dict(attrs), cyc, res))
-        for k, v in saved.items():
-            inst.set_nodeattr(k, v)
-        out[node.name] = _pareto(cands)
-    return out
+        space = _space(model, node, inst)
+        if space:
+            spaces[node.name] = (node, inst, space)
+    # a node folded together with another one (a depthwise sliding window with its VVAU)
+    # gets no candidates of its own
+    joint = {other for _, _, space in spaces.values() for _, extra in space for other in extra}
+    return {name: _pareto(_candidates(model, node, inst, space, fpgapart, dsp_block))
+            for name, (node, inst, space) in spaces.items() if name not in joint}
 
 
-def _vvau_candidates(model, node, inst, fpgapart, dsp_block) -> list:
-    """A VVAU's candidates with its sliding window's matching folding: cycles the slower
-    of the two, resources their sum."""
+def _saved_attrs(node, inst) -> dict:
+    types = inst.get_nodeattr_types()
+    return {a: inst.get_nodeattr(a) for a in layer_of(node.op_type).fold_attrs if a in types}
+
+
+def _candidates(model, node, inst, space, fpgapart, dsp_block) -> list:
+    """Cycles and resources of every configuration of ``space``; one that folds other nodes
+    too counts the slowest of them and the sum of their resources. Attributes are restored."""
     by_name = {n.name: n for n in model.graph.node}
-    touched = {node.name: inst}
-    for _, extra in _vvau_space(model, node, inst)[:1]:
+    touched = {node.name: (node, inst)}
+    for _, extra in space:
         for name in extra:
-            touched[name] = getCustomOp(by_name[name])
-    saved = {n: {a: i.get_nodeattr(a) for a in FOLD_ATTRS if a in i.get_nodeattr_types()}
-             for n, i in touched.items()}
+            touched.setdefault(name, (by_name[name], getCustomOp(by_name[name])))
+    saved = {name: _saved_attrs(n, i) for name, (n, i) in touched.items()}
     cands = []
-    for attrs, extra in _vvau_space(model, node, inst):
+    for attrs, extra in space:
         try:
             for k, v in attrs.items():
                 inst.set_nodeattr(k, v)
             for name, ea in extra.items():
                 for k, v in ea.items():
-                    touched[name].set_nodeattr(k, v)
+                    touched[name][1].set_nodeattr(k, v)
             cyc = int(inst.get_exp_cycles())
             res = dict(node_resources(model, node, fpgapart, dsp_block)["est"])
             for name in extra:
-                cyc = max(cyc, int(touched[name].get_exp_cycles()))
+                cyc = max(cyc, int(touched[name][1].get_exp_cycles()))
                 r = node_resources(model, by_name[name], fpgapart, dsp_block)["est"]
                 res = {k: res[k] + r[k] for k in RES_KEYS}
         except Exception:
             continue
         cands.append(Candidate(dict(attrs), cyc, res, {n: dict(a) for n, a in extra.items()}))
-    for n, attrs in saved.items():
+    for name, attrs in saved.items():
         for k, v in attrs.items():
-            touched[n].set_nodeattr(k, v)
+            touched[name][1].set_nodeattr(k, v)
     return cands
 
 

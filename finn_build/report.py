@@ -7,6 +7,7 @@ from qonnx.custom_op.registry import getCustomOp
 
 from brevitas_models.files import write_json_atomic, write_text_atomic
 
+from .layers import layer_of
 from .provenance import provenance
 from .transforms import backend_of
 
@@ -26,9 +27,9 @@ def node_table(model, est: dict | None) -> list[dict]:
             if backend_of(n) != "none":
                 row["in_dtype"] = inst.get_input_datatype(0).name
                 row["out_dtype"] = inst.get_output_datatype(0).name
-                if n.op_type.startswith("MVAU"):
-                    row["w_dtype"] = inst.get_input_datatype(1).name
-                    row["MW"], row["MH"] = inst.get_nodeattr("MW"), inst.get_nodeattr("MH")
+                layer = layer_of(n.op_type)  # its own columns (MVAU: weights, matrix)
+                if layer and layer.report_columns:
+                    row.update(layer.report_columns(inst))
         except Exception:
             pass
         if n.name in cycles:

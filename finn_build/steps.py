@@ -203,64 +203,24 @@ def step_streamline(model, build):
     return model
 
 
-def _hw_filter_not_host(model):
-    split = split_host_ops(model)
-    host_nodes = set(split["pre_nodes"]) | set(split["post_nodes"])
-    return lambda m, n: n.name not in host_nodes
-
-
 def step_convert_to_hw(model, build):
     """Lower to finn-plus HW layers with standalone thresholds (MVAU / VVAU without embedded
     activation + Thresholding), sliding windows, padding, stream forks (DuplicateStreams),
     residual adds (ElementwiseAdd -> our AddStreams), global pooling (GlobalAccPool); other
     HW-convertible ops too (pooling, label select, ...), which the all-RTL check then
-    reports."""
-    from finn.transformation.fpgadataflow.convert_to_hw.concat import InferConcatLayer
-    from finn.transformation.fpgadataflow.convert_to_hw.conv_inp_gen import InferConvInpGen
-    from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import (
-        InferDuplicateStreamsLayer,
-    )
-    from finn.transformation.fpgadataflow.convert_to_hw.elementwise_binary_operation import (
-        InferElementwiseBinaryOperation,
-    )
-    from finn.transformation.fpgadataflow.convert_to_hw.fm_padding import InferFMPadding
-    from finn.transformation.fpgadataflow.convert_to_hw.global_acc_pool import (
-        InferGlobalAccPoolLayer,
-    )
-    from finn.transformation.fpgadataflow.convert_to_hw.label_select import (
-        InferLabelSelectLayer,
-    )
-    from finn.transformation.fpgadataflow.convert_to_hw.pool import InferPool
-    from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import (  # noqa: E501
-        InferQuantizedMatrixVectorActivation,
-    )
-    from finn.transformation.fpgadataflow.convert_to_hw.thresholding import (
-        InferThresholdingLayer,
-    )
-    from finn.transformation.fpgadataflow.convert_to_hw.vector_vector_activation import (
-        InferVectorVectorActivation,
-    )
+    reports. Each layer's inference is its ``HWLayer.infer`` (finn_build/layers/), run in
+    ``infer_order``."""
     from finn.transformation.move_reshape import RemoveCNVtoFCFlatten
     from finn.transformation.streamline.absorb import AbsorbConsecutiveTransposes
 
-    from .layers.addstreams import ElementwiseAddToAddStreams
+    from .layers import hw_layers
 
-    model = model.transform(InferThresholdingLayer())  # standalone thresholds first
-    # depthwise convs (MatMul with the depthwise sparsity annotation) -> VVAU; the threshold
-    # behind it is already a Thresholding node, so the VVAU has noActivation=1 (what our
-    # VVAU_rtl implements)
-    model = model.transform(InferVectorVectorActivation())
-    model = model.transform(InferQuantizedMatrixVectorActivation())
-    model = model.transform(InferLabelSelectLayer())
-    model = model.transform(InferFMPadding())
-    model = model.transform(InferPool())
-    model = model.transform(InferConvInpGen())
-    model = model.transform(RemoveCNVtoFCFlatten())
-    model = model.transform(InferConcatLayer())
-    model = model.transform(InferElementwiseBinaryOperation(_hw_filter_not_host(model)))
-    model = model.transform(ElementwiseAddToAddStreams())  # residual add of two streams
-    model = model.transform(InferGlobalAccPoolLayer())
-    model = model.transform(InferDuplicateStreamsLayer())
+    passes = [(layer.infer_order, layer.infer) for layer in hw_layers() if layer.infer]
+    # the conv -> FC flatten goes once the convs are HW layers, before concats and adds
+    passes.append((75, lambda m: [RemoveCNVtoFCFlatten()]))
+    for _, infer in sorted(passes, key=lambda p: p[0]):
+        for t in infer(model):  # infer(model): a filter may depend on the graph so far
+            model = model.transform(t)
     model = model.transform(AbsorbConsecutiveTransposes())
     model = model.transform(InferDataLayouts())
     return apply_all(model, names_shapes_types())

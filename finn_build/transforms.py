@@ -111,7 +111,17 @@ def split_host_ops(model: ModelWrapper, stop_at=None) -> dict:
 # ---------------------------------------------------------------------------- RTL datatypes
 
 def _is_mvau(node) -> bool:
-    return node.op_type in ("MVAU", "MVAU_rtl", "MVAU_hls")
+    from .layers.mvau import FAMILY
+
+    return node.op_type in (FAMILY, FAMILY + "_rtl", FAMILY + "_hls")
+
+
+def _layout_only(node) -> bool:
+    """Passes values through unchanged (``HWLayer.layout_only``: SWG, padding, DWC, FIFO)."""
+    from .layers import layer_of
+
+    layer = layer_of(node.op_type)
+    return layer is not None and layer.layout_only
 
 
 def _smallest_signed_int(lo: float, hi: float, narrow: bool) -> DataType:
@@ -179,11 +189,9 @@ class LowerToRTLDatatypes(Transformation):
         """{0,1} -> UINT2: widen the producing threshold node (walking back over
         layout-only nodes: SWG, padding, DWC, FIFO)."""
         t = mvau.input[0]
-        passthrough = ("ConvolutionInputGenerator", "FMPadding", "StreamingDataWidthConverter",
-                       "StreamingFIFO")
         path = []
         prod = model.find_producer(t)
-        while prod is not None and prod.op_type.split("_")[0] in passthrough:
+        while prod is not None and _layout_only(prod):
             path.append(prod)
             prod = model.find_producer(prod.input[0])
         if prod is None or prod.op_type.split("_")[0] not in ("Thresholding", "MultiThreshold"):

@@ -14,11 +14,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import RTL_DIR
+from . import RTL_DIR, divisors
 
 
 class FoldingError(ValueError):
     """PE does not divide the channel count (message names the node and the numbers)."""
+
+
+def pe_space(model, node, inst) -> list:
+    """Folding of a stream layer (``HWLayer.fold_space``): every PE dividing the channels."""
+    return [({"PE": p}, {}) for p in divisors(inst.get_nodeattr("NumChannels"))]
 
 
 def check_pe(inst) -> None:

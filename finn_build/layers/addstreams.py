@@ -27,6 +27,7 @@ from finn.custom_op.fpgadataflow.hwcustomop import HWCustomOp
 from finn.custom_op.fpgadataflow.rtl import register_custom_op
 from finn.custom_op.fpgadataflow.rtlbackend import RTLBackend
 
+from . import HWLayer
 from . import _stream_common as C
 
 CORE_FILES = ("stream_skid.sv", "addstreams.sv")
@@ -213,3 +214,22 @@ class ElementwiseAddToAddStreams(Transformation):
             model.set_tensor_datatype(n.output[0], getCustomOp(new).get_output_datatype())
             changed = True
         return model, changed
+
+
+def _infer(model):
+    """finn-plus' elementwise inference on the nodes that do not stay on the host (the float
+    scale / bias behind the dataflow), then its residual adds of two streams -> AddStreams."""
+    from finn.transformation.fpgadataflow.convert_to_hw.elementwise_binary_operation import (
+        InferElementwiseBinaryOperation,
+    )
+
+    from ..transforms import split_host_ops
+
+    split = split_host_ops(model)
+    host_nodes = set(split["pre_nodes"]) | set(split["post_nodes"])
+    return [InferElementwiseBinaryOperation(lambda m, n: n.name not in host_nodes),
+            ElementwiseAddToAddStreams()]
+
+
+LAYERS = (HWLayer(family="AddStreams", infer=_infer, infer_order=90,
+                  fold_space=C.pe_space, fold_attrs=("PE",), rtlsim=True),)

@@ -12,6 +12,7 @@ from finn.custom_op.fpgadataflow.duplicatestreams import DuplicateStreams
 from finn.custom_op.fpgadataflow.rtl import register_custom_op
 from finn.custom_op.fpgadataflow.rtlbackend import RTLBackend
 
+from . import HWLayer
 from . import _stream_common as C
 
 CORE_FILES = ("stream_skid.sv", "duplicatestreams.sv")
@@ -77,3 +78,16 @@ class DuplicateStreams_rtl(DuplicateStreams, RTLBackend):
 
     def dsp_estimation(self, fpgapart=None):
         return 0
+
+
+def _infer(model):
+    from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import (
+        InferDuplicateStreamsLayer,
+    )
+
+    # a fork for every tensor read by two or more nodes: last, on the graph as inferred
+    return [InferDuplicateStreamsLayer()]
+
+
+LAYERS = (HWLayer(family="DuplicateStreams", infer=_infer, infer_order=110,
+                  fold_space=C.pe_space, fold_attrs=("PE",), rtlsim=True),)

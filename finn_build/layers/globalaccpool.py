@@ -11,6 +11,7 @@ from finn.custom_op.fpgadataflow.globalaccpool import GlobalAccPool
 from finn.custom_op.fpgadataflow.rtl import register_custom_op
 from finn.custom_op.fpgadataflow.rtlbackend import RTLBackend
 
+from . import HWLayer
 from . import _stream_common as C
 
 CORE_FILES = ("stream_skid.sv", "globalaccpool.sv")
@@ -100,3 +101,15 @@ class GlobalAccPool_rtl(GlobalAccPool, RTLBackend):
 
     def dsp_estimation(self, fpgapart=None):
         return 0
+
+
+def _infer(model):
+    from finn.transformation.fpgadataflow.convert_to_hw.global_acc_pool import (
+        InferGlobalAccPoolLayer,
+    )
+
+    return [InferGlobalAccPoolLayer()]
+
+
+LAYERS = (HWLayer(family="GlobalAccPool", infer=_infer, infer_order=100,
+                  fold_space=C.pe_space, fold_attrs=("PE",), rtlsim=True),)

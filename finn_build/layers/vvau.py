@@ -64,7 +64,7 @@ execution of the folded graph is therefore wrong, while the stitched RTL is righ
 this unit). The build's goldens (``insert_dwc_fifo`` verification, ``rtlsim.flow
 .golden_context``) therefore let the VVAU read its sliding window's tensor directly
 (``golden_vvau_inputs`` below). The build infers VVAU nodes in ``convert_to_hw`` and folds
-each with its depthwise sliding window (``folding._vvau_space``: window SIMD = VVAU PE).
+each with its depthwise sliding window (``fold_space`` below: window SIMD = VVAU PE).
 Not handled (not tested): node-by-node simulation (``rtlsim.node_by_node``) of a depthwise
 sliding window / VVAU with SIMD < Channels / PE < Channels compares a depthwise-order stream
 with a plain-Im2Col python tensor and is not expected to match; the stitched simulation is
@@ -88,7 +88,7 @@ from finn.custom_op.fpgadataflow.rtlbackend import RTLBackend
 from finn.custom_op.fpgadataflow.vectorvectoractivation import VVAU
 from finn.util.exception import FINNUserError
 
-from . import RTL_DIR
+from . import RTL_DIR, HWLayer, divisors
 
 log = logging.getLogger(__name__)
 
@@ -471,3 +471,51 @@ def golden_vvau_inputs(model):
         if hops and prod is not None and prod.op_type.split("_")[0] in _IM2COL:
             node.input[0] = t
     return model
+
+
+# ------------------------------------------------------------------------------ the build
+
+def _infer(model):
+    # depthwise convs (MatMul with the depthwise sparsity annotation) -> VVAU; the threshold
+    # behind it is already a Thresholding node, so the VVAU has noActivation=1 (what
+    # VVAU_rtl implements)
+    from finn.transformation.fpgadataflow.convert_to_hw.vector_vector_activation import (
+        InferVectorVectorActivation,
+    )
+
+    return [InferVectorVectorActivation()]
+
+
+def depthwise_swg(model, node):
+    """The depthwise sliding window feeding a VVAU node directly, or None."""
+    prod = model.find_producer(node.input[0])
+    if prod is None or not prod.op_type.startswith("ConvolutionInputGenerator"):
+        return None
+    if not getCustomOp(prod).get_nodeattr("depthwise"):
+        return None
+    return prod
+
+
+def fold_space(model, node, inst) -> list:
+    """[(VVAU attrs, {SWG name: SWG attrs})]: the VVAU and its depthwise sliding window are
+    folded together, as FINN's SetFolding does: the window's SIMD is the VVAU's PE (its
+    depthwise stream holds PE channels per beat), and a VVAU taking all k*k taps per cycle
+    (SIMD = k*k) needs the window's parallel mode. Offered: SIMD=1 with every PE dividing
+    the channels (window SIMD = PE), and SIMD=k*k with PE = channels (parallel window, RTL
+    only) -- the two stream layouts our VVAU_rtl is tested against FINN's sliding window
+    with (tests/test_layers_vvau.py). A VVAU without a depthwise window in front keeps
+    SIMD=1 and gets every PE."""
+    ch = inst.get_nodeattr("Channels")
+    kk = int(np.prod(inst.get_nodeattr("Kernel")))
+    swg = depthwise_swg(model, node)
+    if swg is None:
+        return [({"PE": p, "SIMD": 1}, {}) for p in divisors(ch)]
+    out = [({"PE": p, "SIMD": 1}, {swg.name: {"SIMD": p, "parallel_window": 0}})
+           for p in divisors(ch)]
+    if swg.op_type.endswith("_rtl") and kk > 1:
+        out.append(({"PE": ch, "SIMD": kk}, {swg.name: {"SIMD": ch, "parallel_window": 1}}))
+    return out
+
+
+LAYERS = (HWLayer(family="VVAU", infer=_infer, infer_order=20, fold_space=fold_space,
+                  fold_attrs=("PE", "SIMD"), rtlsim=True),)

@@ -13,9 +13,10 @@ flat directory ``<out>/src/``:
   needs flat relative paths anyway);
 - the finn-rtllib sources the node lists (``get_rtl_file_list``), once each, with the
   documented fix-ups of ``fixups.py`` applied to the copies (site-packages is never edited);
-- for an MVAU with ``mem_mode=internal_decoupled``: the memstream sources and a generated
+- whatever the node's layer adds around its core (``HWLayer.hdl_hook``, finn_build/layers/):
+  for an MVAU with ``mem_mode=internal_decoupled`` the memstream sources and a generated
   ``<node>_hier.v`` that connects the weight streamer to the MVU's ``in1_V`` the way FINN's
-  IP-integrator TCL (``code_generation_ipi``) does.
+  IP-integrator TCL (``code_generation_ipi``) does (``layers/mvau.py``).
 
 The result (``HDLDesign``) lists the module to instantiate per node with its AXI-Stream
 interfaces (name, width, ONNX tensor, FINN datatype and folded shape for packing) and the
@@ -30,6 +31,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..layers import hw_layers, layer_of
 from . import fixups as FX
 
 
@@ -37,11 +39,17 @@ class RTLSimError(RuntimeError):
     """The RTL simulation flow cannot handle the design (message says why)."""
 
 
-SUPPORTED = ("MVAU_rtl", "Thresholding_rtl", "ConvolutionInputGenerator_rtl", "FMPadding_rtl",
-             "StreamingDataWidthConverter_rtl", "StreamingFIFO_rtl",
-             # our own RTL layers (finn_build/layers, finn_build/rtl)
-             "DuplicateStreams_rtl", "AddStreams_rtl", "GlobalAccPool_rtl",
-             "VVAU_rtl")
+def supported_op_types() -> tuple:
+    """The RTL ops this flow simulates: ``<family>_rtl`` of every layer declared ``rtlsim``."""
+    return tuple(f"{layer.family}_rtl" for layer in hw_layers() if layer.rtlsim)
+
+
+def __getattr__(name):
+    # SUPPORTED (= supported_op_types()) is read from the layer registry on use, not at
+    # import: the layer modules import FINN, which must come after finn_env.ensure_finn_env
+    if name == "SUPPORTED":
+        return supported_op_types()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -198,10 +206,11 @@ def generate_hdl(model, out_dir, fpgapart: str, clk_ns: float) -> HDLDesign:
         if d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True)
+    supported = supported_op_types()
     bad = [f"{n.name} ({n.op_type})" for n in model.graph.node
-           if not is_rtl_node(n) or n.op_type not in SUPPORTED]
+           if not is_rtl_node(n) or n.op_type not in supported]
     if bad:
-        raise RTLSimError("RTL simulation supports the RTL nodes " + ", ".join(SUPPORTED)
+        raise RTLSimError("RTL simulation supports the RTL nodes " + ", ".join(supported)
                           + "; not: " + ", ".join(bad))
     copied: dict = {}
     fixups_applied: dict = {}
@@ -236,15 +245,11 @@ def generate_hdl(model, out_dir, fpgapart: str, clk_ns: float) -> HDLDesign:
         for s in ins + outs:
             if f"{s.port}_TDATA" not in ports:
                 raise RTLSimError(f"{node.name}: port {s.port}_TDATA not in module {module}")
-        if node.op_type.startswith("MVAU"):
-            mm = inst.get_nodeattr("mem_mode")
-            if mm == "internal_decoupled":
-                module, ports, extra = _mvau_hier(inst, node, d, src, module, ports, copied,
-                                                  fixups_applied)
-                files += extra
-            elif mm != "internal_embedded":
-                raise RTLSimError(f"{node.name}: MVAU mem_mode {mm} is not supported "
-                                  "(internal_decoupled / internal_embedded are)")
+        hook = layer_of(node.op_type).hdl_hook
+        if hook is not None:  # extra HDL around the core: module and ports become its own
+            module, ports, extra = hook(inst, node, d, src, module, ports,
+                                        lambda f: _copy_lib(f, src, copied, fixups_applied))
+            files += extra
         try:
             exp = int(inst.get_exp_cycles())
         except Exception:
@@ -257,59 +262,3 @@ def generate_hdl(model, out_dir, fpgapart: str, clk_ns: float) -> HDLDesign:
     design = HDLDesign(src, instances, _order(all_files), data_files, fixups_applied)
     (out / "hdl.json").write_text(json.dumps(design.to_json(), indent=1))
     return design
-
-
-def _mvau_hier(inst, node, gen_dir: Path, src: Path, core_module: str, core_ports: dict,
-               copied, fixups_applied):
-    """Weight streamer (memstream) -> MVU in1_V, as FINN's IPI TCL connects them."""
-    from finn.util.settings import get_settings
-
-    rtllib = Path(get_settings().finn_rtllib)
-    wrap = gen_dir / f"{node.name}_memstream_wrapper.v"
-    if not wrap.exists():
-        raise RTLSimError(f"{node.name}: {wrap.name} was not generated")
-    text = wrap.read_text()
-    init_abs = str(gen_dir / "memblock.dat")
-    if init_abs not in text:
-        raise RTLSimError(f"{node.name}: memstream INIT_FILE is not {init_abs}")
-    text = text.replace(init_abs, f"./{node.name}_memblock.dat")
-    (src / wrap.name).write_text(text)
-    files = [wrap.name]
-    for f in (rtllib / "axi/hdl/axilite.sv", rtllib / "memstream/hdl/memstream_axi.sv",
-              rtllib / "memstream/hdl/memstream.sv"):
-        files.append(_copy_lib(f, src, copied, fixups_applied))
-    ms_module = f"{node.name}_memstream_wrapper"
-    ms_ports = parse_ports(text, ms_module)
-    wbits = int(inst.get_instream_width_padded(1))
-    hier = f"{node.name}_hier"
-    # the hier module exposes the core's ports minus the weight stream
-    hports = {p: d for p, d in core_ports.items() if not p.startswith("in1_V")}
-    decl = []
-    for p, d in hports.items():
-        if p.endswith("_TDATA"):
-            decl.append(f"  {d} wire [{_width_of(inst, p)}-1:0] {p}")
-        else:
-            decl.append(f"  {d} wire {p}")
-    body = [f"module {hier} (", ",\n".join(decl), ");",
-            f"  wire [{wbits}-1:0] w_tdata;", "  wire w_tvalid, w_tready;",
-            instantiate(ms_module, "wstrm", ms_ports, {
-                "ap_clk": "ap_clk", "ap_rst_n": "ap_rst_n", "m_axis_0_tdata": "w_tdata",
-                "m_axis_0_tvalid": "w_tvalid", "m_axis_0_tready": "w_tready"}),
-            instantiate(core_module, "core", core_ports, {
-                **{p: p for p in hports},
-                "in1_V_TDATA": "w_tdata", "in1_V_TVALID": "w_tvalid",
-                "in1_V_TREADY": "w_tready"}),
-            "endmodule", ""]
-    (src / f"{hier}.v").write_text("// generated by finn_build.rtlsim.hdl: memstream -> MVU "
-                                   "weight stream (FINN IPI hierarchy)\n" + "\n".join(body))
-    files.append(f"{hier}.v")
-    return hier, hports, files
-
-
-def _width_of(inst, port: str) -> int:
-    m = re.match(r"(in|out)(\d+)_V_TDATA", port)
-    if not m:
-        raise RTLSimError(f"unexpected data port {port}")
-    i = int(m.group(2))
-    return int(inst.get_instream_width_padded(i) if m.group(1) == "in"
-               else inst.get_outstream_width_padded(i))

@@ -1,0 +1,26 @@
+"""ConvolutionInputGenerator: FINN's sliding window (finn-rtllib/swg) in front of every
+convolution. Layout only: it reorders values, never changes one. Folding: SIMD dividing the
+channels, and the RTL window's parallel mode (all k*k taps per cycle, SIMD = channels) unless
+it is depthwise; a depthwise window feeding a VVAU is folded together with it (``vvau.py``)."""
+from __future__ import annotations
+
+from . import HWLayer, divisors
+
+
+def _infer(model):
+    from finn.transformation.fpgadataflow.convert_to_hw.conv_inp_gen import InferConvInpGen
+
+    return [InferConvInpGen()]
+
+
+def _fold_space(model, node, inst) -> list:
+    ch = inst.get_nodeattr("IFMChannels")
+    out = [({"SIMD": s, "parallel_window": 0}, {}) for s in divisors(ch)]
+    if node.op_type.endswith("_rtl") and not inst.get_nodeattr("depthwise"):
+        out.append(({"SIMD": ch, "parallel_window": 1}, {}))
+    return out
+
+
+LAYERS = (HWLayer(family="ConvolutionInputGenerator", infer=_infer, infer_order=70,
+                  fold_space=_fold_space, fold_attrs=("SIMD", "parallel_window"),
+                  layout_only=True, rtlsim=True),)
