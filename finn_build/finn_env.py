@@ -23,7 +23,9 @@ Every workaround for a finn-plus environment defect lives here, documented:
    the number of cores unless the user set them.
 
 4. With ``FINN_BUILD_XSI_BACKEND=verilator`` the placeholders of (2) are replaced by
-   ``finn_build.rtlsim.xsi_backend`` (FINN's rtlsim interface served by Verilator).
+   ``finn_build.rtlsim.xsi_backend`` (FINN's rtlsim interface served by Verilator; its
+   ``SimEngine`` has finn-plus' streaming methods: ``stream_input``, ``collect_output``,
+   ``create_watchdog``, ``run``...).
 
 Nothing here edits site-packages. ``ensure_finn_env()`` is idempotent.
 """
@@ -124,8 +126,9 @@ def ensure_finn_env(finn_build_dir: str | os.PathLike | None = None) -> Path:
 
 
 def install_verilator_xsi(force: bool = False) -> bool:
-    """(4) Bind ``finn_build.rtlsim.xsi_backend`` (FINN's rtlsim interface on Verilator) on
-    ``finn.xsi``. Returns False (and leaves it alone) when the real XSI (Vivado) is loaded,
+    """(4) Bind ``finn_build.rtlsim.xsi_backend`` (FINN's rtlsim interface on Verilator:
+    ``SimEngine`` with finn-plus' streaming methods, ``compile_sim_obj``, ``load_sim_obj``,
+    ``reset_rtlsim``, ``rtlsim_multi_io``, ``close_rtlsim``) on ``finn.xsi``. Returns False (and leaves it alone) when the real XSI (Vivado) is loaded,
     unless ``force``."""
     ensure_finn_env()
     import finn.xsi as fxsi

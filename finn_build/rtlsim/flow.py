@@ -17,7 +17,7 @@ import numpy as np
 
 from . import packing
 from .hdl import HDLDesign, generate_hdl
-from .stitch import nodes_top, stitched_top
+from .stitch import nodes_top, pumped_nodes, stitched_top
 from .verilator import NETLIST_CXX_OPT, Sim, build_library
 
 
@@ -55,7 +55,7 @@ def simulate_nodes(model, design: HDLDesign, ctxs: list, cache_dir=None, nodes=N
     instead of the RTL (gate-level).
     -> {"build": {...}, "nodes": [{node, op_type, status, mismatches, cycles, ...}]}"""
     t0 = time.time()
-    text, streams = nodes_top(design, top, nodes)
+    text, streams = nodes_top(design, top, nodes, pumped_nodes(model))
     if netlist is not None:
         wd, files = netlist
         b = build_library(wd, files, top, None, streams, cache_dir, log=log,

@@ -277,12 +277,12 @@ def _gate_level(work, design, board, rc, xs, out_dir) -> dict:
     yosys' Xilinx cell models (DSP48E1, LUTs, carry chains, LUTRAM, FFs), each node on its python-golden inputs of the first ``gate_level_images``
     x tasks images, with random stalls: every output value must equal the golden."""
     from .flow import golden_context, simulate_nodes
-    from .stitch import nodes_top
+    from .stitch import nodes_top, pumped_nodes
     from .synth import GATE_LEVEL_OPTIONS, check_simulatable, gate_level_files, synthesize_top
 
     nodes = gate_level_nodes(work)
     top = "finn_gate_nodes"
-    text, _ = nodes_top(design, top, nodes)
+    text, _ = nodes_top(design, top, nodes, pumped_nodes(work))
     files = [f for f in design.files
              if any(f in i.files for i in design.instances if i.node in nodes)]
     syn = synthesize_top(design.src_dir, files, design.data_files, top, text, out_dir, board,

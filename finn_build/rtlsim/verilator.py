@@ -50,7 +50,7 @@ def _close_live():
         except Exception:
             pass
 
-DRIVER_VERSION = "9"
+DRIVER_VERSION = "10"
 _LOG_MAX = 1 << 16
 
 
@@ -179,6 +179,8 @@ def driver_cpp(top: str, streams, probes=(), port_widths: dict | None = None) ->
     clk2x = port_widths is not None and port_widths.get("ap_clk2x", ("", 0))[0] == "in"
     L += ["  }", "  return 0;", "}", "",
           "#define CLK2X(v) " + ("s->top->ap_clk2x = (v);" if clk2x else ""),
+          "#define MID2X " + ("s->top->ap_clk2x = 1; s->top->eval(); s->top->ap_clk2x = 0; "
+                              "s->top->eval();" if clk2x else ""),
           _DRIVER_BODY.replace("VTOP", V)]
     return "\n".join(L) + "\n"
 
@@ -189,7 +191,6 @@ static inline uint64_t rng_next(uint64_t& s) {  // xorshift64*
 }
 static inline double rng_u(uint64_t& s) { return (rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
 
-// ap_clk2x (if any) follows ap_clk: no clock-pumped compute.
 // rise(): the rising edge, evaluated; the clock is then set low but NOT evaluated: the
 // caller's next eval() (with the next cycle's inputs) takes the falling edge too. finn-rtllib
 // has no negedge logic, so one eval per half cycle is wasted work (a third of the time).
@@ -197,7 +198,12 @@ static inline void rise(Sim* s) {
   s->top->ap_clk = 1; CLK2X(1) s->top->eval(); s->cycles++;
   s->top->ap_clk = 0; CLK2X(0)
 }
-static void tick(Sim* s) { rise(s); s->top->eval(); }
+// ap_clk2x (tops that have it: clock-pumped MVUs): two periods per ap_clk period,
+// edge-aligned as Vivado's clocking drives it -- it rises with ap_clk (in rise()) and again
+// mid-cycle, here. Called after the clock-low eval, i.e. after this cycle's inputs were
+// applied (as they change right after the ap_clk edge in hardware); empty without ap_clk2x.
+static inline void mid(Sim* s) { MID2X }
+static void tick(Sim* s) { s->top->eval(); mid(s); rise(s); }
 
 extern "C" {
 const char* sim_info() { return INFO; }
@@ -296,6 +302,7 @@ int sim_run(void* h, const uint32_t* const* in_data, const long long* in_beats,
       set_ready(j, t, ready[j]);
     }
     t->eval();
+    mid(s);
     // handshakes that fire at the coming rising edge
     bool any = false;
     for (int i = 0; i < NI; ++i) { fi[i] = valid[i] && get_iready(i, t); any |= fi[i]; }
@@ -329,6 +336,67 @@ int sim_run(void* h, const uint32_t* const* in_data, const long long* in_beats,
 void sim_idle(void* h, long long n) {
   Sim* s = (Sim*)h;
   for (long long k = 0; k < n; ++k) tick(s);
+}
+
+// finn.xsi SimEngine's run(): the streams resume where the previous call left them (state
+// in/out). Input i: in_n[i] buffered beats, in_pos[i] the next, in_valid[i] offered and not
+// yet taken, in_more[i] more beats may follow (return 4 when the buffer runs dry, to be
+// refilled); throttle: bursts of in_thr[2i] beats, a new burst at most every in_thr[2i+1]
+// cycles (state in_thr_st[2i] beats of the burst, [2i+1] earliest cycle of the next one).
+// Output j: room for out_n[j] beats, out_cnt[j] collected. Watchdogs k: wd_ticks[k] counts
+// every cycle, reset by a handshake of an output with out_wd[j] == k, wakes at wd_to[k].
+// Returns 0 every stream done, 1 a watchdog woke, 3 $finish/$stop, 4 an input needs beats.
+int sim_engine(void* h, const uint32_t* const* in_data, const long long* in_n,
+               long long* in_pos, int* in_valid, const int* in_more, const long long* in_thr,
+               long long* in_thr_st, uint32_t* const* out_data, const long long* out_n,
+               long long* out_cnt, int nwd, long long* wd_ticks, const long long* wd_to,
+               const int* out_wd) {
+  Sim* s = (Sim*)h;
+  VTOP* t = s->top;
+  int fi[NI + 1], fo[NO + 1], ready[NO + 1];
+  int rc = 0;
+  for (;;) {
+    bool done = true;
+    for (int i = 0; i < NI; ++i) if (in_pos[i] < in_n[i] || in_more[i]) done = false;
+    for (int j = 0; j < NO; ++j) if (out_cnt[j] < out_n[j]) done = false;
+    if (done) { rc = 0; break; }
+    bool woke = false;
+    for (int k = 0; k < nwd; ++k) if (wd_ticks[k] >= wd_to[k]) woke = true;
+    if (woke) { rc = 1; break; }
+    if (s->ctx->gotFinish()) { rc = 3; break; }
+    bool dry = false;
+    for (int i = 0; i < NI; ++i) if (!in_valid[i] && in_pos[i] >= in_n[i] && in_more[i]) dry = true;
+    if (dry) { rc = 4; break; }
+    for (int i = 0; i < NI; ++i) {
+      long long* st = in_thr_st + 2 * i;
+      if (!in_valid[i] && in_pos[i] < in_n[i]
+          && (st[0] < in_thr[2 * i] || s->cycles >= st[1])) {
+        if (st[0] >= in_thr[2 * i]) { st[0] = 0; st[1] = s->cycles + in_thr[2 * i + 1]; }
+        in_valid[i] = 1;
+        put_in(i, t, in_data[i] + in_pos[i] * IW[i]);
+      }
+      set_valid(i, t, in_valid[i]);
+    }
+    for (int j = 0; j < NO; ++j) { ready[j] = out_cnt[j] < out_n[j]; set_ready(j, t, ready[j]); }
+    t->eval();
+    mid(s);
+    for (int i = 0; i < NI; ++i) fi[i] = in_valid[i] && get_iready(i, t);
+    for (int j = 0; j < NO; ++j) {
+      fo[j] = ready[j] && get_ovalid(j, t);
+      if (fo[j]) get_out(j, t, out_data[j] + out_cnt[j] * OW[j]);
+    }
+    rise(s);
+    for (int i = 0; i < NI; ++i) if (fi[i]) { in_pos[i]++; in_valid[i] = 0; in_thr_st[2 * i]++; }
+    for (int j = 0; j < NO; ++j) if (fo[j]) {
+      out_cnt[j]++;
+      if (out_wd[j] >= 0) wd_ticks[out_wd[j]] = 0;
+    }
+    for (int k = 0; k < nwd; ++k) wd_ticks[k]++;
+  }
+  // an offered beat stays offered (AXI-Stream) until the next call; TREADY drops
+  for (int j = 0; j < NO; ++j) set_ready(j, t, 0);
+  t->eval();
+  return rc;
 }
 }
 """
@@ -481,6 +549,11 @@ class Sim:
                               ctypes.c_double,
                               ctypes.c_ulonglong, ctypes.c_longlong, ctypes.c_longlong,
                               P(ctypes.c_longlong)]
+        self._has_engine = hasattr(L, "sim_engine")  # not in libraries of driver < 10
+        if self._has_engine:
+            L.sim_engine.restype = ctypes.c_int
+            L.sim_engine.argtypes = ([ctypes.c_void_p] * 11 + [ctypes.c_int]
+                                     + [ctypes.c_void_p] * 3)
         info = json.loads(L.sim_info().decode())
         self.top = info["top"]
         self.inputs = {n: w for n, w in info["in"]}
@@ -532,6 +605,55 @@ class Sim:
 
     def idle(self, cycles: int):
         self._lib.sim_idle(self._h, int(cycles))
+
+    def engine_run(self, inputs: list, outputs: list, watchdogs: list) -> int:
+        """One call of the driver's ``sim_engine`` (finn.xsi SimEngine streaming, see
+        ``xsi_backend.SimEngine``). ``inputs``: per input stream (driver order) a dict with
+        ``data`` (uint32 [beats, words]), ``pos``, ``valid``, ``more``, ``thr`` (burst,
+        period), ``thr_st`` (2 ints), updated in place; ``outputs``: per output stream a dict
+        with ``data`` (uint32 [room, words]), ``cnt``, ``wd`` (watchdog index or -1);
+        ``watchdogs``: [ticks, timeout] lists, ticks updated. -> the driver's return code."""
+        if not self._has_engine:
+            raise SimError(f"{self.lib_path}: built by an older driver without the SimEngine "
+                           "entry point; rebuild it")
+        ni, no, nwd = len(self._in_names), len(self._out_names), len(watchdogs)
+        ll, P = ctypes.c_longlong, ctypes.c_void_p
+        in_data, in_n, in_pos = (P * max(ni, 1))(), (ll * max(ni, 1))(), (ll * max(ni, 1))()
+        in_valid, in_more = (ctypes.c_int * max(ni, 1))(), (ctypes.c_int * max(ni, 1))()
+        in_thr, in_thr_st = (ll * max(2 * ni, 1))(), (ll * max(2 * ni, 1))()
+        keep = []
+        for i, d in enumerate(inputs):
+            a = np.ascontiguousarray(d["data"], np.uint32)
+            if a.ndim != 2 or a.shape[1] != _words(self.inputs[self._in_names[i]]):
+                raise SimError(f"{self._in_names[i]}: bad input word array {a.shape}")
+            keep.append(a)
+            in_data[i], in_n[i], in_pos[i] = a.ctypes.data, a.shape[0], d["pos"]
+            in_valid[i], in_more[i] = int(d["valid"]), int(d["more"])
+            in_thr[2 * i], in_thr[2 * i + 1] = d["thr"]
+            in_thr_st[2 * i], in_thr_st[2 * i + 1] = d["thr_st"]
+        out_data, out_n, out_cnt = (P * max(no, 1))(), (ll * max(no, 1))(), (ll * max(no, 1))()
+        out_wd = (ctypes.c_int * max(no, 1))()
+        for j, d in enumerate(outputs):
+            a = d["data"]
+            if a.dtype != np.uint32 or not a.flags.c_contiguous or a.ndim != 2 \
+                    or a.shape[1] != _words(self.outputs[self._out_names[j]]):
+                raise SimError(f"{self._out_names[j]}: bad output word array")
+            out_data[j], out_n[j], out_cnt[j], out_wd[j] = (a.ctypes.data, a.shape[0], d["cnt"],
+                                                            d["wd"])
+        wd_ticks, wd_to = (ll * max(nwd, 1))(), (ll * max(nwd, 1))()
+        for k, (ticks, timeout) in enumerate(watchdogs):
+            wd_ticks[k], wd_to[k] = ticks, timeout
+        rc = self._lib.sim_engine(self._h, in_data, in_n, in_pos, in_valid, in_more, in_thr,
+                                  in_thr_st, out_data, out_n, out_cnt, nwd, wd_ticks, wd_to,
+                                  out_wd)
+        for i, d in enumerate(inputs):
+            d["pos"], d["valid"] = int(in_pos[i]), bool(in_valid[i])
+            d["thr_st"] = (int(in_thr_st[2 * i]), int(in_thr_st[2 * i + 1]))
+        for j, d in enumerate(outputs):
+            d["cnt"] = int(out_cnt[j])
+        for k, w in enumerate(watchdogs):
+            w[0] = int(wd_ticks[k])
+        return int(rc)
 
     def run(self, inputs: dict, outputs: dict, stall_in: float = 0.0, stall_out: float = 0.0,
             seed: int = 0, max_idle: int = 100_000, max_cycles: int = 0,
