@@ -69,13 +69,13 @@ def check_narrow_range(model: MultiTaskNet):
     off_block = model.heads.out.weight.detach()[model.heads.block_mask == 0]
     if off_block.numel() and off_block.abs().max() > 0:
         raise ValueError("fused head: weights outside the task blocks are not zero")
-    b = model.cfg.w_bits
-    if b is None:
+    if model.cfg.w_bits is None:
         return
     for name, layer in model.named_modules():
         if not isinstance(layer, (QuantLinear, QuantConv2d)):
             continue
         q = layer.quant_weight()
+        b = int(q.bit_width)  # per layer: a first / last layer may keep 8 bit
         w = torch.round(q.value / q.scale)
         if b == 1:
             ok = bool(((w == 1) | (w == -1)).all())

@@ -30,7 +30,7 @@ from typing import Annotated, Literal, Optional, Union
 
 import torch
 import torch.nn as nn
-from brevitas.nn import QuantConv2d, QuantLinear, QuantReLU
+from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear, QuantReLU
 from brevitas.quant import Int8WeightPerChannelFloat, SignedBinaryWeightPerTensorConst
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag,
                       TypeAdapter, field_validator, model_validator)
@@ -230,6 +230,112 @@ class CNNSection(ModelSectionBase):
         return None
 
 
+def _mnv2_block(block):
+    # one message for every malformed entry, as the config documents it
+    if not (isinstance(block, list) and len(block) == 4
+            and all(type(v) is int for v in block)):
+        raise ValueError("expected [t, c, n, s] (expansion, out_channels, repeats, stride), "
+                         f"got {block!r}")
+    t, c, n, s = block
+    if not (t > 0 and c > 0 and n > 0):
+        raise ValueError(f"t (expansion), c (channels) and n (repeats) must be positive, "
+                         f"got {block!r}")
+    if s not in (1, 2):
+        raise ValueError(f"stride s must be 1 or 2, got {s} in {block!r}")
+    return block
+
+
+MNV2Block = Annotated[list[int], Field(min_length=4, max_length=4), BeforeValidator(_mnv2_block)]
+
+
+class MobileNetV2LiteSection(ModelSectionBase):
+    """A scaled-down MobileNetV2 (inverted residuals, linear bottlenecks, depthwise 3x3 convs)
+    written the way our FINN build streamlines to RTL (tests/residual_helpers.py). No
+    pretrained weights are reachable: it trains from scratch. See build_mobilenetv2_lite."""
+    arch: Literal["mobilenetv2_lite"]
+    stem_channels: int = Field(16, gt=0, description="channels of the stem 3x3 conv (times "
+                               "width_mult)")
+    stem_stride: int = Field(2, description="stride of the stem conv: 1 or 2")
+    blocks: list[MNV2Block] = Field(
+        default_factory=lambda: [[1, 8, 1, 1], [4, 16, 2, 2], [4, 24, 2, 2], [4, 32, 2, 2]],
+        description="[t, c, n, s] per stage: expansion factor t (1: no 1x1 expansion), "
+        "out_channels c (times width_mult), n blocks, stride s (1 or 2) of the first block")
+    last_channels: int = Field(128, gt=0, description="channels of the final 1x1 conv before "
+                               "the global average pool (times width_mult)")
+    width_mult: float = Field(1.0, gt=0, le=4, description="scales every channel count, "
+                              "rounded to the nearest multiple of channel_divisor")
+    channel_divisor: int = Field(8, gt=0, description="channel counts are multiples of this "
+                                 "(FINN folds PE/SIMD by divisors of the channels)")
+    first_w_bits: Optional[int] = Field(None, description="weight bits of the stem conv; "
+                                        "null = w_bits")
+    last_w_bits: Optional[int] = Field(None, description="weight bits of the final 1x1 conv; "
+                                       "null = w_bits")
+    add_bits: Optional[int] = Field(None, description="bits of the signed quantizer shared by "
+                                    "both inputs of a residual add; null = a_bits + 2")
+    block_out: Literal["relu", "linear"] = Field(
+        "relu", description="requantizer of each block's output (after the add): relu = "
+        "QuantReLU, the form tests/residual_helpers.py compiles to all-RTL; linear = signed "
+        "QuantIdentity, MobileNetV2's linear bottleneck (not yet built through FINN)")
+
+    @field_validator("blocks")
+    @classmethod
+    def _some_blocks(cls, blocks):
+        if not blocks:
+            raise ValueError("needs at least one [t, c, n, s] entry")
+        return blocks
+
+    @field_validator("stem_stride")
+    @classmethod
+    def _stride_1_or_2(cls, s):
+        if s not in (1, 2):
+            raise ValueError(f"{s} is not one of [1, 2]")
+        return s
+
+    @field_validator("first_w_bits", "last_w_bits")
+    @classmethod
+    def _layer_bits_in_range(cls, bits):
+        if bits is not None and not 1 <= bits <= 8:
+            raise ValueError(f"{bits} is outside 1..8 (null = w_bits)")
+        return bits
+
+    @field_validator("add_bits")
+    @classmethod
+    def _add_bits_in_range(cls, bits):
+        if bits is not None and not 2 <= bits <= 16:
+            raise ValueError(f"{bits} is outside 2..16 (null = a_bits + 2)")
+        return bits
+
+    @model_validator(mode="after")
+    def _no_bits_on_a_float_model(self):
+        for name in ("first_w_bits", "last_w_bits", "add_bits"):
+            if self.w_bits is None and getattr(self, name) is not None:
+                raise ValueError(f"{name}: a float model (w_bits null) takes no {name}; "
+                                 "remove it or set w_bits and a_bits")
+        return self
+
+    def total_stride(self) -> int:
+        s = self.stem_stride
+        for _, _, _, stride in self.blocks:
+            s *= stride
+        return s
+
+    def input_size_problem(self, size):
+        # a stride-2 3x3 conv with padding 1 maps side -> ceil(side / 2): the map never
+        # vanishes, but below the total stride the last maps are computed from padding
+        total = self.total_stride()
+        if size < total:
+            return "blocks", (f"input size {size} is smaller than the total stride {total} "
+                              "(stem_stride times the block strides); use fewer stride-2 "
+                              "blocks or a larger input size (data.size)")
+        return None
+
+    def channels(self, c: int) -> int:
+        """`c` times width_mult, rounded to the nearest multiple of channel_divisor (at least
+        one divisor)."""
+        d = self.channel_divisor
+        return max(d, int(c * self.width_mult / d + 0.5) * d)
+
+
 def build_mlp(cfg: MLPSection, input_size: int):
     layers, d = [nn.Flatten()], cfg.in_channels * input_size * input_size
     for width in cfg.hidden:
@@ -251,8 +357,79 @@ def build_cnn(cfg: CNNSection, input_size: int):
     return nn.Sequential(*layers), c_in  # config validation guarantees a 1x1 map
 
 
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: [1x1 expand -> BN -> act] -> 3x3 depthwise -> BN -> act -> 1x1
+    project -> BN (linear bottleneck), then the add with the input when stride 1 and the
+    channels match, then the output requantizer."""
+
+    def __init__(self, c_in, c_out, t, stride, cfg: MobileNetV2LiteSection):
+        super().__init__()
+        wq = dict(bias=False, **weight_quant_kwargs(cfg.w_bits))
+        hidden = c_in * t
+        self.expand = None
+        if t != 1:  # as in MobileNetV2: t == 1 has no expansion conv
+            self.expand = nn.Sequential(QuantConv2d(c_in, hidden, 1, **wq),
+                                        nn.BatchNorm2d(hidden), act(cfg.a_bits))
+        self.dw = nn.Sequential(QuantConv2d(hidden, hidden, 3, stride=stride, padding=1,
+                                            groups=hidden, **wq),
+                                nn.BatchNorm2d(hidden), act(cfg.a_bits))
+        self.project = nn.Sequential(QuantConv2d(hidden, c_out, 1, **wq), nn.BatchNorm2d(c_out))
+        self.residual = stride == 1 and c_in == c_out
+        self.add_q = None
+        if self.residual and cfg.a_bits is not None:
+            # ONE quantizer for both inputs: same scale, so the add is an integer add
+            self.add_q = QuantIdentity(bit_width=cfg.add_bits or cfg.a_bits + 2)
+        if cfg.a_bits is None:
+            self.out_q = nn.ReLU() if cfg.block_out == "relu" else nn.Identity()
+        elif cfg.block_out == "relu":
+            self.out_q = QuantReLU(bit_width=cfg.a_bits)
+        else:
+            self.out_q = QuantIdentity(bit_width=cfg.a_bits)  # signed: linear bottleneck
+
+    def forward(self, x):
+        y = x if self.expand is None else self.expand(x)
+        y = self.project(self.dw(y))
+        if self.residual:
+            y = self.add_q(x) + self.add_q(y) if self.add_q is not None else x + y
+        return self.out_q(y)
+
+
+def build_mobilenetv2_lite(cfg: MobileNetV2LiteSection, input_size: int):
+    """A scaled-down MobileNetV2 backbone, trained from scratch (no pretrained weights are
+    reachable here), in the form our FINN build streamlines (tests/residual_helpers.py):
+
+      stem 3x3 conv (stride stem_stride, first_w_bits) -> BN -> QuantReLU
+      -> InvertedResidual blocks from `blocks` ([t, c, n, s]: n blocks, the first with stride s)
+      -> 1x1 conv (last_channels, last_w_bits) -> BN -> QuantReLU -> global average pool
+
+    Every conv is bias-free with a BatchNorm after it (folded into FINN thresholds). The
+    activations are QuantReLU: ReLU6's fixed ceiling becomes the quantizer's clip value,
+    initialized from activation statistics and then learned. A residual add takes both inputs
+    through one shared signed QuantIdentity (add_bits), so the add is integer; its output is
+    requantized by `block_out` (default QuantReLU, the requantizer residual_helpers compiles
+    to all-RTL; MobileNetV2 has no activation there: `linear`). A block without a residual add
+    gets the same requantizer after its projection, so every block hands the next one a
+    quantized stream."""
+    wq = weight_quant_kwargs
+    c0 = cfg.channels(cfg.stem_channels)
+    layers = [QuantConv2d(cfg.in_channels, c0, 3, stride=cfg.stem_stride, padding=1,
+                          bias=False, **wq(cfg.first_w_bits or cfg.w_bits)),
+              nn.BatchNorm2d(c0), act(cfg.a_bits)]
+    c_in = c0
+    for t, c, n, s in cfg.blocks:
+        c_out = cfg.channels(c)
+        for i in range(n):
+            layers.append(InvertedResidual(c_in, c_out, t, s if i == 0 else 1, cfg))
+            c_in = c_out
+    c_last = cfg.channels(cfg.last_channels)
+    layers += [QuantConv2d(c_in, c_last, 1, bias=False, **wq(cfg.last_w_bits or cfg.w_bits)),
+               nn.BatchNorm2d(c_last), act(cfg.a_bits), nn.AdaptiveAvgPool2d(1)]
+    return nn.Sequential(*layers), c_last
+
+
 # Every architecture: its config section and its backbone builder.
-ARCHS = {"mlp": (MLPSection, build_mlp), "cnn": (CNNSection, build_cnn)}
+ARCHS = {"mlp": (MLPSection, build_mlp), "cnn": (CNNSection, build_cnn),
+         "mobilenetv2_lite": (MobileNetV2LiteSection, build_mobilenetv2_lite)}
 
 
 def _arch_of(section):

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from brevitas import config as brevitas_config
-from brevitas.nn import QuantConv2d, QuantLinear, QuantReLU
+from brevitas.nn import QuantConv2d, QuantIdentity, QuantLinear, QuantReLU
 from tqdm import tqdm
 
 from . import calibration
@@ -184,7 +184,7 @@ def quant_signature(model) -> dict:
         if isinstance(m, (QuantLinear, QuantConv2d)):
             q = m.weight_quant
             sig[f"{n}.weight"] = int(q.bit_width()) if q.is_quant_enabled else None
-        elif isinstance(m, QuantReLU):
+        elif isinstance(m, (QuantReLU, QuantIdentity)):  # QuantIdentity: residual adds
             q = m.act_quant
             sig[f"{n}.act"] = (int(q.fused_activation_quant_proxy.tensor_quant
                                    .msb_clamp_bit_width_impl()) if q.is_quant_enabled else None)

@@ -140,7 +140,8 @@ def test_config_stored_before_per_arch_sections_still_loads_equal(arch):
 
 
 def test_model_arch_and_in_channels_choices(tmp_path):
-    with pytest.raises(ConfigError, match=r"model.arch: 'resnet' is not one of \['mlp', 'cnn'\]"):
+    with pytest.raises(ConfigError, match=r"model.arch: 'resnet' is not one of "
+                       r"\['mlp', 'cnn', 'mobilenetv2_lite'\]"):
         load_config(write(tmp_path, "model: {arch: resnet}"))
     with pytest.raises(ConfigError, match=r"model.in_channels: 2 is not one of \[1, 3\]"):
         load_config(write(tmp_path, "model: {in_channels: 2}"))

@@ -100,7 +100,8 @@ def _untrained(tmp_path, model, **over):
     ({"arch": "cnn", "in_channels": 3, "convs": [[8, 3, 2, 1], [8, 3, 2, 1], [16, 3, 2, 0],
                                                   [16, 3, 1, 0]]}, {"input_size": 64},
      "model.untrained.model.convs: the last conv must leave a 1x1 feature map"),
-    ({"arch": "vit"}, {}, "model.untrained.model.arch: 'vit' is not one of ['mlp', 'cnn']"),
+    ({"arch": "vit"}, {},
+     "model.untrained.model.arch: 'vit' is not one of ['mlp', 'cnn', 'mobilenetv2_lite']"),
     ({"w_bits": 9}, {}, "model.untrained.model.w_bits: 9 is outside 1..8"),
     ({}, {}, "model.untrained.model: needs a model section"),
 ])
