@@ -275,7 +275,7 @@ class MobileNetV2LiteSection(ModelSectionBase):
     block_out: Literal["relu", "linear"] = Field(
         "relu", description="requantizer of each block's output (after the add): relu = "
         "QuantReLU, the form tests/residual_helpers.py compiles to all-RTL; linear = signed "
-        "QuantIdentity, MobileNetV2's linear bottleneck (not yet built through FINN)")
+        "QuantIdentity, MobileNetV2's linear bottleneck")
 
     @field_validator("blocks")
     @classmethod

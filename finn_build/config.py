@@ -75,6 +75,9 @@ class UntrainedSection(Section):
     input_size: int = Field(28, ge=8, le=512)
     seed: int = 0
     calibration_images: int = Field(256, gt=0)
+    # where the BatchNorm statistics come from; "test" only for tasks that have no other
+    # split (the tiny image fixtures): an untrained model's accuracy means nothing anyway
+    calibration_split: Literal["train", "val", "test"] = "train"
 
     @field_serializer("model")
     def _as_written(self, model):

@@ -85,7 +85,7 @@ def build_untrained(section, data_root: Optional[str]) -> tuple[Any, list]:
     model = build_model(dict(section.model), tasks, section.input_size)
     cin = model.cfg.in_channels
     per_task = max(1, section.calibration_images // len(tasks))
-    imgs = [load_images(t.name, "train", per_task, section.input_size, cin, data_root,
+    imgs = [load_images(t.name, section.calibration_split, per_task, section.input_size, cin, data_root,
                         seed=section.seed)[0] for t in tasks]
     x = torch.from_numpy(np.concatenate(imgs).transpose(0, 3, 1, 2).astype(np.float32))
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -147,5 +147,6 @@ def resolve_model(cfg, work_dir: Path) -> ModelBundle:
     # its BatchNorm saw the tasks' default preprocessing (load_images): so does the board
     qpath, meta = export_model(model, target,
                                preprocess={t.name: t.preprocess.to_dict() for t in tasks})
-    meta.setdefault("untrained", {"seed": u.seed, "calibration_images": u.calibration_images})
+    meta.setdefault("untrained", {"seed": u.seed, "calibration_images": u.calibration_images,
+                                  "calibration_split": u.calibration_split})
     return ModelBundle(Path(qpath), meta, model, f"untrained:seed={u.seed}")

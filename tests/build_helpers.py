@@ -10,15 +10,28 @@ import numpy as np
 TINY_TASKS = ["tiny_pneumoniamnist", "tiny_breastmnist", "tiny_bloodmnist"]
 
 
+# a tiny MobileNetV2-lite on the tiny chest X-ray + brain MRI files (32x32 gray): stem
+# 32 -> 16, a residual t=1 block, a stride-2 block, a residual t=2 block, global pool
+TINY_MNV2 = {"arch": "mobilenetv2_lite", "w_bits": 4, "a_bits": 4, "in_channels": 1,
+             "stem_channels": 8, "blocks": [[1, 8, 1, 1], [2, 16, 1, 2], [2, 16, 1, 1]],
+             "last_channels": 16, "block_out": "linear", "head_hidden": 8}
+TINY_IMAGE_TASKS = ["tiny_chest_xray", "tiny_brain_mri"]
+
+
 def tiny_build_dict(out_dir, arch="mlp", **over) -> dict:
-    model = ({"arch": "mlp", "w_bits": 4, "a_bits": 4, "in_channels": 1, "hidden": [32, 16],
-              "head_hidden": 8} if arch == "mlp" else
-             {"arch": "cnn", "w_bits": 4, "a_bits": 4, "in_channels": 3,
-              "convs": [[8, 3, 2, 1], [8, 3, 2, 1], [16, 3, 2, 0], [16, 3, 1, 0]],
-              "head_hidden": 8})
+    model = {"mlp": {"arch": "mlp", "w_bits": 4, "a_bits": 4, "in_channels": 1,
+                     "hidden": [32, 16], "head_hidden": 8},
+             "cnn": {"arch": "cnn", "w_bits": 4, "a_bits": 4, "in_channels": 3,
+                     "convs": [[8, 3, 2, 1], [8, 3, 2, 1], [16, 3, 2, 0], [16, 3, 1, 0]],
+                     "head_hidden": 8},
+             "mnv2": TINY_MNV2}[arch]
+    tasks, size = (TINY_IMAGE_TASKS, 32) if arch == "mnv2" else (TINY_TASKS, 28)
+    # the tiny image fixtures have a test split only
+    split = "test" if arch == "mnv2" else "train"
     raw = {"name": f"tiny_{arch}",
-           "model": {"untrained": {"model": model, "tasks": TINY_TASKS, "input_size": 28,
-                                   "seed": 0, "calibration_images": 48}},
+           "model": {"untrained": {"model": model, "tasks": tasks, "input_size": size,
+                                   "seed": 0, "calibration_images": 48,
+                                   "calibration_split": split}},
            "board": "Pynq-Z1", "clock_mhz": 100,
            "folding": {"target_fps": "max"},
            "verify": {"images_per_task": 4, "split": "test"},
