@@ -86,7 +86,7 @@ def test_cli_bad_config_exit_code(tmp_path):
 
 
 def _untrained(tmp_path, model, **over):
-    raw = tiny_build_dict(tmp_path, model.get("arch", "mlp"))
+    raw = tiny_build_dict(tmp_path)  # its model section is replaced by the one under test
     raw["model"]["untrained"]["model"] = model
     raw["model"]["untrained"].update(over)
     return raw
