@@ -86,3 +86,37 @@ def test_lutram_packing():
     assert LF.lutram(6, 288) == 4 * 48        # RAM32M: 6 bits in 4 LUTs
     assert LF.lutram(64, 4, dual_port=True) == 8  # RAM64M: 3 bits in 4 LUTs
     assert LF.lutram(128, 128) == 256         # a LUT per 64 words per bit
+
+
+def test_dwc_picks_vpc_sv_structure_from_the_widths():
+    assert LF.dwc_lut_of(64, 64) == 0  # genWire
+    # serializer 448 -> 14: a LUT per buffer bit + the 14-bit output mux + 5-bit counter
+    assert LF.dwc_lut_of(448, 14) == 448 + 14 + 5 + LF.K_DWC_COUNT
+    # deserializer 4 -> 64: the buffer only shifts; the last word's mux + 4-bit counter
+    assert LF.dwc_lut_of(4, 64) == 4 + 4 + LF.K_DWC_COUNT
+    # generic 64 -> 12: words of gcd 4 bits, 16 in, 3 out
+    assert LF.dwc_lut_of(64, 12) == pytest.approx(
+        LF.K_DWC_BUF * 19 * 4 + LF.K_DWC_ROT * 16 * 16 * 4 + LF.K_DWC_CTRL)
+
+
+def test_dwc_down_costs_the_wide_side_up_costs_little():
+    assert LF.dwc_lut_of(1280, 20) > 1280 > 20 * LF.dwc_lut_of(8, 256) / 16
+    assert LF.dwc_lut_of(8, 256) < 20
+    # the rotators grow with the input words per beat
+    assert LF.dwc_lut_of(64, 12) > LF.dwc_lut_of(36, 8) > LF.dwc_lut_of(20, 12)
+
+
+def test_swg_buffer_lutram_and_read_mux():
+    assert LF.swg_buffer_lut(27, 24) == 16            # RAM32M: 6 bits in 4 LUTs
+    assert LF.swg_buffer_lut(34, 64) == 88            # RAM64M: 3 bits in 4 LUTs
+    # 192 words x 64 bits: 3 slices of RAM64M + a 3:1 read mux (2 LUTs per bit)
+    assert LF.swg_buffer_lut(192, 64) == 3 * 88 + 2 * 64
+    assert LF.swg_lut_of(16, 4, [34]) == LF.K_SWG_CTRL + 88
+    assert LF.swg_lut_of(16, 4, [27, 27]) == LF.K_SWG_CTRL + 2 * 44  # parallel: 2 lines
+    assert LF.swg_lut_of(16, 4, [192], ram_style="block") == LF.K_SWG_CTRL
+
+
+def test_fmpadding_one_lut_per_stream_bit():
+    assert LF.fmpadding_lut_of(32, 4) == 128 + LF.K_FMP_CTRL
+    assert LF.fmpadding_lut_of(3, 8) == 24 + LF.K_FMP_CTRL
+    assert LF.fmpadding_lut_of(3, 5) == 16 + LF.K_FMP_CTRL  # AXI width: a byte multiple

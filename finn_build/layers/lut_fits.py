@@ -191,3 +191,119 @@ def thresholding_lut(model, node, inst) -> float:
     return thresholding_lut_of(inst.get_nodeattr("PE"), inst.get_nodeattr("NumChannels"),
                                inst.get_nodeattr("numSteps"),
                                inst.get_input_datatype(0).bitwidth())
+
+
+# ----------------------------------------------------------------------------- layout layers
+# Width converter, sliding window and padding (finn-rtllib dwc/, swg/, fmpadding/), fitted to
+# the StreamingDataWidthConverter_rtl / ConvolutionInputGenerator_rtl / FMPadding_rtl records
+# of benchmarks/results/layers.json. finn-plus estimates the converter from a HLS-era formula
+# (wrong by -98% .. +600%: 26 LUTs for a 1280 -> 20-bit converter that takes 1.3k), the
+# sliding window as 300 + its buffer and the padding as 0.
+#
+# StreamingDataWidthConverter_rtl (dwc_axi.sv -> vpc.sv, with finn_build's lcm fix-up,
+# rtlsim/fixups.py): the vector is lcm(I, O) bits (I, O: the stream widths), normalized by
+# g = gcd(I, O) into words of g bits, PI = I/g words in, PO = O/g out. vpc.sv elaborates
+#  - O divides I (genSer): a buffer of I bits reloaded or shifted word by word (a 2:1 mux,
+#    one LUT per bit) + the O-bit output register's mux + a clog2(PI) counter;
+#  - I divides O (genDes): the buffer only shifts (clock enables, no LUTs); only its last
+#    word is muxed (input or side register, I bits) + the counter;
+#  - otherwise (genGeneric): CAP = PI + PO buffer words, each written from a rotated input
+#    word or the word PO positions up, and PI rotators (PI:1 multiplexers of g-bit words):
+#        K_DWC_BUF * CAP * g + K_DWC_ROT * PI * PI * g + K_DWC_CTRL
+#    (least squares over 6 generic converters: the 2 records + 4 probe configurations run
+#    with bench_layers.run_layer; all within -16% .. +16%).
+# A width converter's LUTs are its widths, not its data: the 19 of the demo CNN took ~5k.
+K_DWC_COUNT = 3     # genSer / genDes control: clog2(words) counter bits + 3 (hand count)
+K_DWC_BUF = 0.315   # per generic buffer bit (part of the 3:1 mux merges into the rotators)
+K_DWC_ROT = 0.594   # per rotator input bit (PI x PI x g)
+K_DWC_CTRL = 29.3   # generic: transaction counters, capacity, deposit mask
+#
+# ConvolutionInputGenerator_rtl (swg_template_default.sv / swg_template_parallel.sv): the
+# pixel buffer in LUTRAM (ram_style distributed or auto; block: BRAM, no LUTs), simple dual
+# port, width SIMD x bits: up to 32 words RAM32M (6 bits in 4 LUTs), deeper RAM64M (3 bits in
+# 4 LUTs) per 64 words, read through a (words/64):1 multiplexer (one LUT per bit per extra
+# 64 words). The default window has one cyclic buffer of get_buffer_depth() words; the
+# parallel window keeps its k x k taps in flip-flops (no LUTs) and k_h - 1 line buffers of
+# (W - k_w) x C/SIMD words. Around it a fixed controller (loop counters, address
+# arithmetic): K_SWG_CTRL, the mean of the 5 records' logic LUTs (99..131).
+K_SWG_CTRL = 120.0
+#
+# FMPadding_rtl (fmpadding.sv): the output register chooses zero / the skid buffer / the
+# input: one LUT3 per stream bit (the AXI width, a byte multiple); the x/y/channel counters
+# and their runtime-writable bounds: K_FMP_CTRL (16..17 in the 3 records).
+K_FMP_CTRL = 17.0
+
+
+def dwc_lut_of(in_bits: int, out_bits: int) -> float:
+    """LUTs of vpc.sv converting in_bits -> out_bits per beat (see above)."""
+    g = math.gcd(in_bits, out_bits)
+    pi, po = in_bits // g, out_bits // g
+    if pi == po:
+        return 0.0  # genWire
+    if po == 1:  # serializer: O divides I
+        return in_bits + out_bits + math.ceil(math.log2(pi)) + K_DWC_COUNT
+    if pi == 1:  # deserializer: I divides O
+        return in_bits + math.ceil(math.log2(po)) + K_DWC_COUNT
+    return K_DWC_BUF * (pi + po) * g + K_DWC_ROT * pi * pi * g + K_DWC_CTRL
+
+
+def dwc_lut(model, node, inst) -> float:
+    return dwc_lut_of(inst.get_nodeattr("inWidth"), inst.get_nodeattr("outWidth"))
+
+
+def swg_buffer_lut(depth: int, width: int) -> float:
+    """A simple dual-port LUTRAM buffer as yosys built the windows' buffers: RAM32M up to 32
+    words, RAM64M per 64 words beyond, plus the read multiplexer across the 64-word slices
+    (not ``lutram``'s dual-port rule, which counts a second copy per 64 words)."""
+    if depth <= 1 or width <= 0:
+        return 0.0
+    if depth <= 32:
+        return 4.0 * math.ceil(width / 6)
+    slices = math.ceil(depth / 64)
+    return 4.0 * math.ceil(width / 3) * slices + width * (slices - 1)
+
+
+def swg_lut_of(simd: int, bits: int, buffers: list, ram_style: str = "distributed") -> float:
+    """buffers: the depths of the window's LUTRAM buffers (width SIMD x bits)."""
+    mem = 0.0
+    if ram_style in ("distributed", "auto"):
+        mem = sum(swg_buffer_lut(d, simd * bits) for d in buffers)
+    return K_SWG_CTRL + mem
+
+
+def swg_buffers(inst) -> list:
+    """Depths of the buffers the RTL window generates (FINN's own depth rule)."""
+    if inst.get_nodeattr("parallel_window"):
+        k_h, k_w = inst.get_nodeattr("ConvKernelDim")
+        w = inst.get_nodeattr("IFMDim")[1]
+        d_h, d_w = inst.get_nodeattr("Dilation")
+        cf = inst.get_nodeattr("IFMChannels") // inst.get_nodeattr("SIMD")
+        kernel_width = (k_w - 1) * d_w + 1
+        return [((w - kernel_width) + w * (d_h - 1)) * cf] * (k_h - 1)
+    return [inst.get_buffer_depth()]
+
+
+def swg_lut(model, node, inst) -> float:
+    return swg_lut_of(inst.get_nodeattr("SIMD"), inst.get_input_datatype().bitwidth(),
+                      swg_buffers(inst), inst.get_nodeattr("ram_style"))
+
+
+def fmpadding_lut_of(simd: int, bits: int) -> float:
+    return 8 * math.ceil(simd * bits / 8) + K_FMP_CTRL
+
+
+def fmpadding_lut(model, node, inst) -> float:
+    return fmpadding_lut_of(inst.get_nodeattr("SIMD"), inst.get_input_datatype().bitwidth())
+
+
+def replacing_lut(op_type: str, lut_fn, what: str):
+    """A layer's ``correct_estimate`` (``layers.HWLayer``): finn-plus' estimate with its LUTs
+    replaced by ``lut_fn(model, node, inst)`` for ``op_type`` nodes (the RTL variant)."""
+    def correct_estimate(model, node, inst, finn: dict, dsp_block: str):
+        est = dict(finn)
+        if node.op_type != op_type:
+            return est, []
+        est["lut"] = float(round(lut_fn(model, node, inst)))
+        return est, [f"lut: {est['lut']:.0f} from the {what}'s structure (lut_fits; "
+                     f"finn-plus: {finn['lut']:.0f})"]
+    return correct_estimate

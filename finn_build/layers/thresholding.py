@@ -5,6 +5,7 @@ LUT estimate: ``lut_fits.thresholding_lut`` (finn-plus' was -45% .. +77% off yos
 from __future__ import annotations
 
 from . import HWLayer, divisors
+from .lut_fits import thresholding_lut, replacing_lut
 
 
 def _infer(model):
@@ -19,15 +20,7 @@ def _fold_space(model, node, inst) -> list:
     return [({"PE": p}, {}) for p in divisors(inst.get_nodeattr("NumChannels"))]
 
 
-def correct_estimate(model, node, inst, finn: dict, dsp_block: str):
-    from .lut_fits import thresholding_lut
-
-    est = dict(finn)
-    if node.op_type != "Thresholding_rtl":
-        return est, []
-    est["lut"] = float(round(thresholding_lut(model, node, inst)))
-    return est, [f"lut: {est['lut']:.0f} from the RTL thresholding's structure (lut_fits; "
-                 f"finn-plus: {finn['lut']:.0f})"]
+correct_estimate = replacing_lut("Thresholding_rtl", thresholding_lut, "RTL thresholding")
 
 
 LAYERS = (HWLayer(family="Thresholding", infer=_infer, infer_order=10,
