@@ -125,6 +125,20 @@ FIXES: list = [
         "`default_nettype inside a module"),
     Fix("vpc.nettype_wire", "vpc.sv", "`default_nettype wire\n", "",
         "`default_nettype inside a module"),
+    # mvu_vvu_axi.sv: the output queue catches the results in flight when the output stalls;
+    # it is sized by CORE_PIPELINE_DEPTH = 3 + clog2(SIMD+1) + (SIMD == 1), but the core
+    # (mvu.sv, DSP48E1/E2) is PIPELINE_DEPTH = 3 + clog2(SIMD) + (SIMD == 1) + 1 deep: one
+    # stage more whenever SIMD is not a power of two (SIMD 3, 6, 9, ...). A stalled output
+    # right after back-to-back inputs (MW == SIMD, e.g. a 3x3 stem conv at SIMD 9) then
+    # pushes one result too many: the simulation stops on the queue's overflow assertion, and
+    # hardware would lose a result. Sized by the core's own formula (a larger queue is safe;
+    # the pumped core is at most as deep, its SIMD being halved). Measured: the 64x64
+    # MobileNetV2-lite's stem MVU (PE 2, SIMD 9) overflowed in FIFO sizing.
+    Fix("mvu_vvu_axi.queue_depth", "mvu_vvu_axi.sv",
+        "\t\t\t/* else */    3 + $clog2(SIMD+1) + (SIMD == 1);\n",
+        "\t\t\t/* else */    3 + $clog2(SIMD) + (SIMD == 1) + 1;  "
+        "// [finn_build fix-up mvu_vvu_axi.queue_depth] was: 3 + $clog2(SIMD+1) + (SIMD == 1)\n",
+        "output queue one entry shorter than the core's pipeline for SIMD not a power of 2"),
     # skid.sv (finn-rtllib/skid, and identical copies in stream_tap/ and inner_shuffle/): the
     # capacity check's $error has a %0d and no argument; Verilator rejects the file ("Missing
     # arguments for $display-like format"), so e.g. tiled Versal MVUs, which use it, did not
