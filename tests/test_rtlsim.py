@@ -643,9 +643,9 @@ def test_skid_fixup_makes_verilator_accept_skid(tmp_path):
 def test_mvu_queue_depth_fixup_keeps_every_result_under_output_stalls(tmp_path, rtl_cache,
                                                                        monkeypatch):
     """mvu_vvu_axi.queue_depth: an MVU with SIMD 9 = MW (a 3x3 stem conv's shape: a new dot
-    product every cycle) under random output stalls. finn-rtllib as shipped sizes the output
-    queue one entry short of the core's pipeline for SIMD not a power of two and stops on its
-    overflow assertion; with the fix-up every output equals FINN's python execution."""
+    product every cycle) under long random output stalls. finn-rtllib as shipped sizes the
+    output queue shorter than the results in flight and stops on its overflow assertion; with
+    the fix-up every output equals FINN's python execution."""
     import sys
 
     from finn_build.rtlsim import fixups
@@ -660,10 +660,10 @@ def test_mvu_queue_depth_fixup_keeps_every_result_under_output_stalls(tmp_path, 
     ctxs = golden_context(model, random_inputs(model, 24))
     design = generate_hdl(model, tmp_path / "fixed", "xc7z020clg400-1", 10.0)
     assert "mvu_vvu_axi.queue_depth" in sum(design.fixups_applied.values(), [])
-    r = simulate_nodes(model, design, ctxs, rtl_cache, stall=0.5, seed=3)
+    r = simulate_nodes(model, design, ctxs, rtl_cache, stall=0.9, seed=3)
     assert [n["status"] for n in r["nodes"]] == ["pass"] and r["nodes"][0]["n_values"] == 24 * 16
     monkeypatch.setattr(fixups, "FIXES", [f for f in fixups.FIXES
                                           if f.id != "mvu_vvu_axi.queue_depth"])
     design = generate_hdl(model, tmp_path / "shipped", "xc7z020clg400-1", 10.0)
     with pytest.raises(SimError, match=r"\$finish/\$stop"):
-        simulate_nodes(model, design, ctxs, rtl_cache, stall=0.5, seed=3)
+        simulate_nodes(model, design, ctxs, rtl_cache, stall=0.9, seed=3)

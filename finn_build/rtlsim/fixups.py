@@ -126,19 +126,21 @@ FIXES: list = [
     Fix("vpc.nettype_wire", "vpc.sv", "`default_nettype wire\n", "",
         "`default_nettype inside a module"),
     # mvu_vvu_axi.sv: the output queue catches the results in flight when the output stalls;
-    # it is sized by CORE_PIPELINE_DEPTH = 3 + clog2(SIMD+1) + (SIMD == 1), but the core
-    # (mvu.sv, DSP48E1/E2) is PIPELINE_DEPTH = 3 + clog2(SIMD) + (SIMD == 1) + 1 deep: one
-    # stage more whenever SIMD is not a power of two (SIMD 3, 6, 9, ...). A stalled output
-    # right after back-to-back inputs (MW == SIMD, e.g. a 3x3 stem conv at SIMD 9) then
-    # pushes one result too many: the simulation stops on the queue's overflow assertion, and
-    # hardware would lose a result. Sized by the core's own formula (a larger queue is safe;
-    # the pumped core is at most as deep, its SIMD being halved). Measured: the 64x64
-    # MobileNetV2-lite's stem MVU (PE 2, SIMD 9) overflowed in FIFO sizing.
+    # it is sized by CORE_PIPELINE_DEPTH = 3 + clog2(SIMD+1) + (SIMD == 1). In flight after
+    # a stall are the core's pipeline (mvu.sv, DSP48E1/E2: PIPELINE_DEPTH = 3 + clog2(SIMD)
+    # + (SIMD == 1) + 1, one stage more than the formula when SIMD is not a power of two)
+    # plus one: OLock stops the input one cycle after the stall is seen. With a new dot
+    # product every cycle (MW == SIMD, e.g. a 3x3 stem conv at SIMD 9) and a long output stall
+    # the queue overflows: the simulation stops on its assertion, hardware would lose a result
+    # (measured: the 64x64 MobileNetV2-lite's stem MVU, PE 2 SIMD 9, in the sized-FIFO check;
+    # one-node MVUs with SIMD 1, 3, 8, 9 = MW at 90-97% output stalls overflow with the
+    # shipped size and with the core's depth alone, pass with depth + 1). A larger queue is
+    # safe; the pumped core is at most as deep (its SIMD is halved).
     Fix("mvu_vvu_axi.queue_depth", "mvu_vvu_axi.sv",
         "\t\t\t/* else */    3 + $clog2(SIMD+1) + (SIMD == 1);\n",
-        "\t\t\t/* else */    3 + $clog2(SIMD) + (SIMD == 1) + 1;  "
+        "\t\t\t/* else */    3 + $clog2(SIMD) + (SIMD == 1) + 2;  "
         "// [finn_build fix-up mvu_vvu_axi.queue_depth] was: 3 + $clog2(SIMD+1) + (SIMD == 1)\n",
-        "output queue one entry shorter than the core's pipeline for SIMD not a power of 2"),
+        "output queue shorter than the results in flight after an output stall"),
     # skid.sv (finn-rtllib/skid, and identical copies in stream_tap/ and inner_shuffle/): the
     # capacity check's $error has a %0d and no argument; Verilator rejects the file ("Missing
     # arguments for $display-like format"), so e.g. tiled Versal MVUs, which use it, did not
