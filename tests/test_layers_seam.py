@@ -210,3 +210,26 @@ def test_a_new_layer_module_is_picked_up_with_no_other_change(with_dummy_layer, 
     i = ran.index("_Marker")
     assert ran[i - 1] == "InferGlobalAccPoolLayer" and ran[i + 1] == "InferDuplicateStreamsLayer"
     assert ran[:i] + ran[i + 1:len(TODAYS_ORDER) + 1] == TODAYS_ORDER
+
+
+def test_parallel_window_is_not_offered_for_a_1x1_output_map():
+    """finn-plus' parallel-window generator fails (log2(0)) on a 1x1 output map: folding must
+    not offer it there (the tiny CNN's last conv, 3x3 -> 1x1), but does elsewhere."""
+    from qonnx.custom_op.registry import getCustomOp
+    from onnx import helper
+
+    from finn_build.finn_env import ensure_finn_env
+    from finn_build.layers.swg import _fold_space
+
+    ensure_finn_env()
+    spaces = {}
+    for name, ifm, ofm in (("one", 3, 1), ("many", 5, 3)):
+        node = helper.make_node(
+            "ConvolutionInputGenerator_rtl", ["x"], ["y"], name=name,
+            domain="finn.custom_op.fpgadataflow.rtl", backend="fpgadataflow",
+            ConvKernelDim=[3, 3], IFMChannels=8, IFMDim=[ifm, ifm], OFMDim=[ofm, ofm],
+            SIMD=1, Stride=[1, 1], Dilation=[1, 1], inputDataType="UINT4",
+            outputDataType="UINT4", depthwise=0)
+        spaces[name] = _fold_space(None, node, getCustomOp(node))
+    assert all(a["parallel_window"] == 0 for a, _ in spaces["one"])
+    assert ({"SIMD": 8, "parallel_window": 1}, {}) in spaces["many"]

@@ -15,10 +15,18 @@ def _infer(model):
     return [InferConvInpGen()]
 
 
+def parallel_window_ok(node, inst) -> bool:
+    """The RTL window's parallel mode can be generated: finn-plus' generator sizes its
+    counters by log2(max(out_h - 1, out_w - 1, ...)), a math domain error for a 1x1 output
+    map (measured: the tiny CNN's last conv, 3x3 -> 1x1)."""
+    oh, ow = inst.get_nodeattr("OFMDim")
+    return node.op_type.endswith("_rtl") and oh * ow > 1
+
+
 def _fold_space(model, node, inst) -> list:
     ch = inst.get_nodeattr("IFMChannels")
     out = [({"SIMD": s, "parallel_window": 0}, {}) for s in divisors(ch)]
-    if node.op_type.endswith("_rtl") and not inst.get_nodeattr("depthwise"):
+    if parallel_window_ok(node, inst) and not inst.get_nodeattr("depthwise"):
         out.append(({"SIMD": ch, "parallel_window": 1}, {}))
     return out
 

@@ -512,7 +512,9 @@ def fold_space(model, node, inst) -> list:
         return [({"PE": p, "SIMD": 1}, {}) for p in divisors(ch)]
     out = [({"PE": p, "SIMD": 1}, {swg.name: {"SIMD": p, "parallel_window": 0}})
            for p in divisors(ch)]
-    if swg.op_type.endswith("_rtl") and kk > 1:
+    from .swg import parallel_window_ok
+
+    if parallel_window_ok(swg, getCustomOp(swg)) and kk > 1:
         out.append(({"PE": ch, "SIMD": kk}, {swg.name: {"SIMD": ch, "parallel_window": 1}}))
     return out
 
