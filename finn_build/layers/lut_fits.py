@@ -155,13 +155,19 @@ def mvau_lut_of(pe, simd, mw, mh, w_bits, a_bits, acc, narrow, ram_style, mem_mo
             + K_WSTREAM * t["wstream"] + m["weights"] + m["replay"])
 
 
+def narrow_weights(model, node, wdt) -> bool:
+    """The MVU's weights avoid their type's minimum (mvu.sv's NARROW_WEIGHTS: one more lane
+    bit of slack)."""
+    w = model.get_initializer(node.input[1])
+    return w is not None and float(w.min()) > wdt.min()
+
+
 def mvau_lut(model, node, inst, dsp_block: str) -> float:
     """LUTs of one MVAU_rtl node (replaces finn-plus' 0 + finn_build's weight LUTRAM)."""
     from qonnx.core.datatype import DataType
 
     wdt, idt = inst.get_input_datatype(1), inst.get_input_datatype(0)
-    w = model.get_initializer(node.input[1])
-    narrow = w is not None and float(w.min()) > wdt.min()  # as finn_build.estimates
+    narrow = narrow_weights(model, node, wdt)
     acc = DataType[inst.get_nodeattr("accDataType")].bitwidth()
     return mvau_lut_of(inst.get_nodeattr("PE"), inst.get_nodeattr("SIMD"),
                        inst.get_nodeattr("MW"), inst.get_nodeattr("MH"), wdt.bitwidth(),

@@ -33,9 +33,9 @@ import re
 from pathlib import Path
 
 from . import HWLayer, divisors
+from .lut_fits import mvau_lut, mvu_lanes, narrow_weights
 
 FAMILY = "MVAU"
-_A_WIDTH = {"DSP48E1": 25, "DSP48E2": 27}
 
 
 def _infer(model):
@@ -52,25 +52,15 @@ def _fold_space(model, node, inst) -> list:
             for p in divisors(inst.get_nodeattr("MH")) for r in ("block", "distributed")]
 
 
-def mvu_lanes(w_bits: int, a_bits: int, narrow: bool, dsp_block: str) -> int:
-    """PEs per DSP in mvu.sv (0: DSP58, finn-plus' own estimate is used)."""
-    from .lut_fits import mvu_lanes as lanes
-
-    return lanes(w_bits, a_bits, narrow, dsp_block)
-
-
 def correct_estimate(model, node, inst, finn: dict, dsp_block: str):
     """The corrections of the module docstring (MVAU_rtl only)."""
-    from . import lut_fits
-
     est, notes = dict(finn), []
     if node.op_type != "MVAU_rtl":
         return est, notes
     pe, simd = inst.get_nodeattr("PE"), inst.get_nodeattr("SIMD")
     wdt, idt = inst.get_input_datatype(1), inst.get_input_datatype(0)
-    w = model.get_initializer(node.input[1])
-    narrow = w is not None and float(w.min()) > wdt.min()
-    lanes = mvu_lanes(wdt.bitwidth(), idt.bitwidth(), narrow, dsp_block)
+    lanes = mvu_lanes(wdt.bitwidth(), idt.bitwidth(), narrow_weights(model, node, wdt),
+                      dsp_block)  # 0: DSP58, finn-plus' own DSP estimate is kept
     pumped = inst.get_nodeattr("pumpedCompute")
     if lanes:
         simd_eff = math.ceil(simd / 2) if pumped else simd
@@ -79,7 +69,7 @@ def correct_estimate(model, node, inst, finn: dict, dsp_block: str):
             notes.append(f"dsp: {lanes} lanes/DSP for {wdt.name}x{idt.name}")
         est["dsp"] = float(dsp)
     if lanes and not pumped:  # the datapath + memories model (weights' LUTRAM included)
-        est["lut"] = float(round(lut_fits.mvau_lut(model, node, inst, dsp_block)))
+        est["lut"] = float(round(mvau_lut(model, node, inst, dsp_block)))
         notes.append(f"lut: {est['lut']:.0f} from the RTL MVU's structure (lut_fits; "
                      f"finn-plus: {finn['lut']:.0f})")
     elif (inst.get_nodeattr("ram_style") == "distributed"
