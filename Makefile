@@ -40,8 +40,12 @@ build: install
 bench: bench-accuracy bench-hardware bench-rtlsim bench-rtlsim-ceiling bench-shortcut-audit \
        bench-layers
 
+# MedMNIST grid, then chest X-ray + brain MRI: the CNN's generalization study and the
+# MobileNetV2-lite study (hours on 2 cores; every run resumes after a kill).
 bench-accuracy: install
 	$(PY) -m benchmarks.bench_accuracy
+	$(PY) -m benchmarks.bench_generalization
+	$(PY) -m benchmarks.bench_mnv2
 
 # Hardware figures of the bench-accuracy checkpoints (runs/bench/*), every bit width x board.
 bench-hardware: install
