@@ -1,7 +1,7 @@
 """MobileNetV2-lite accuracy study: multi-task float / w8a8 / w4a4 and single-task w4a4 on
 chest_xray + brain_mri at 64x64 gray, next to the CNN of the same input size.
 
-  python -m benchmarks.bench_mnv2 [--only SUBSTRING] [--seed 0]
+  python -m benchmarks.bench_mnv2 [--only SUBSTRING ...] [--seed 0]
 
 Every run is ``configs/xray_mri_mnv2.yaml`` (the style-robust recipe: crop + percentile
 stretch, augmentation against style, temperature + threshold fitted on validation) with one
@@ -115,7 +115,9 @@ def write_outputs(records: list[dict], command: str, commit: str, seed: int) -> 
 def main(argv=None) -> int:
     warnings.filterwarnings("ignore", category=UserWarning)
     ap = harness.argument_parser(__doc__)
-    ap.add_argument("--only", help="run only grid entries whose name contains this")
+    ap.add_argument("--only", nargs="+",
+                    help="run only grid entries whose name contains one of these (two "
+                         "processes side by side: split the grid)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", default="runs/bench")
     args = ap.parse_args(argv)
@@ -124,7 +126,7 @@ def main(argv=None) -> int:
     command = harness.command_line("benchmarks.bench_mnv2", argv)
     commit = git_commit()  # before this run writes its results (they would make it "dirty")
     for name in GRID:
-        if args.only and args.only not in name:
+        if args.only and not any(o in name for o in args.only):
             continue
         cfg = run_config(name, args.seed, args.out_dir)
         data = load_data(cfg)
