@@ -327,12 +327,13 @@ def test_vvau_synth_xc7z020(tmp_path):
 @pytest.mark.slow
 def test_vvau_gate_level_netlist_with_stalls(tmp_path, rtl_cache):
     """The yosys netlist (-nobram; yosys' Xilinx cell models) of two units simulated on the
-    python golden with random stalls: bit-exact."""
+    python golden with random stalls: bit-exact. The second asks for a block ROM, which
+    -nobram alone would still map to a RAMB18E1 (no behaviour in yosys' models)."""
     from finn_build.rtlsim import flow
     from finn_build.rtlsim.synth import GATE_LEVEL_OPTIONS, check_simulatable, gate_level_files
 
     cfgs = [vvau_cfg(pe=2, simd=3, idt="INT4", wdt="INT4"),
-            vvau_cfg(pe=1, simd=9, idt="UINT2", wdt="INT8", dim=(3, 3))]
+            vvau_cfg(pe=1, simd=9, idt="UINT2", wdt="INT8", dim=(3, 3), ram_style="block")]
     model, design, syn = _synth(cfgs, tmp_path, netlist=True, options=GATE_LEVEL_OPTIONS)
     check_simulatable(syn["cells"])
     files = gate_level_files(syn["dir"])

@@ -98,7 +98,12 @@ def synthesize_top(src_dir, files, data_files, top: str, top_text: str, out_dir,
     (out / "xilinx_stubs.sv").write_text(primitive_stubs())
     files = ["xilinx_stubs.sv"] + list(files) + [f"{top}.sv"]
     script = [f"read_slang -j 1 --top {top} --ignore-assertions --allow-use-before-declare "
-              + " ".join(files),
+              + " ".join(files)]
+    if "-nobram" in options.split():
+        # -nobram alone still honours a forced ram_style/rom_style "block" (our VVAU's block
+        # ROM, FINN's memstream): without the attributes such memories map to LUTs as well
+        script.append("setattr -unset ram_style -unset rom_style */a:ram_style */a:rom_style")
+    script += [
               f"synth_xilinx -family xc7 -top {top} -flatten -noiopad -noclkbuf {options}"
               .rstrip(),
               "tee -q -o stat.json stat -json"]
