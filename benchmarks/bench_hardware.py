@@ -14,6 +14,11 @@ Models are the zoo architectures (brevitas_models.build_model) with BatchNorm ca
 real training images (no trained checkpoint needed for hardware figures); --checkpoint-dir
 may point at trained runs instead (<dir>/<model>_mt_w<W>a<A>/best.pt, the runs of
 `make bench-accuracy`; `make bench-hardware` uses them).
+
+    python -m benchmarks.bench_hardware --builds build/bench_rtlsim/mnv2_w4a4_pynqz1 --update
+
+collects the records of finished builds made as their build configs say (e.g. bench-rtlsim's
+MobileNetV2-lite builds, whose folding is the config's own target) instead of building.
 """
 from __future__ import annotations
 
@@ -34,7 +39,8 @@ MODELS = {
             "convs": [[16, 3, 1, 1], [32, 3, 2, 1], [32, 3, 2, 1], [64, 3, 1, 0], [64, 3, 1, 0],
                       [128, 3, 1, 0]]},
 }
-TARGETS = {("mlp", "Pynq-Z1"): 500_000, ("cnn", "Pynq-Z1"): 20_000}
+TARGETS = {("mlp", "Pynq-Z1"): 500_000, ("cnn", "Pynq-Z1"): 20_000,
+           ("mobilenetv2_lite", "Pynq-Z1"): 1_000, ("mobilenetv2_lite", "Pynq-Z2"): 1_000}
 
 
 HW_COLUMNS = ["model", "w_bits", "a_bits", "board", "est_fps", "est_latency_us", "est_lut",
@@ -77,7 +83,11 @@ def main(argv=None) -> int:
     ap.add_argument("--images-per-task", type=int, default=32)
     ap.add_argument("--checkpoint-dir", default=None)
     ap.add_argument("--work-dir", default="build/bench_hardware")
+    ap.add_argument("--builds", nargs="+", metavar="BUILD_DIR",
+                    help="do not build: collect the records of these finished builds")
     args = ap.parse_args(argv)
+    if args.builds:
+        args.models = []  # the grid is skipped
 
     from finn_build.config import config_from_dict
     from finn_build.pipeline import run_build
@@ -139,13 +149,25 @@ def main(argv=None) -> int:
                 print(f"[bench]   fps={r['est_fps']} lut={r['est_lut']} bram18={r['est_bram18']}"
                       f" dsp={r['est_dsp']} all_rtl={r['all_rtl']} mismatches={r['mismatches']}"
                       f" ({r['build_seconds']}s)", flush=True)
+    for d in args.builds or []:
+        rep = json.loads((Path(d) / "build_report.json").read_text())
+        if rep.get("status") != "ok":
+            raise SystemExit(f"bench_hardware: {d} is not a finished build "
+                             f"(status {rep.get('status')!r}); run it first")
+        m = rep["meta"]
+        r = _record(rep, m["arch"], m["w_bits"], m["a_bits"], rep["board"],
+                    rep["total_seconds"])
+        r["build"] = rep["name"]
+        r["git_commit"] = (rep.get("provenance") or {}).get("git_commit")
+        records.append(r)
+        print(f"[bench] {d}: fps={r['est_fps']} lut={r['est_lut']} all_rtl={r['all_rtl']}")
     command = harness.command_line("benchmarks.bench_hardware", argv)
     if args.update:
         records, command = harness.keep_other_records(
             args.out, records, lambda r: (r["model"], r["w_bits"], r["a_bits"], r["board"]),
             command)
         order = {m: i for i, m in enumerate(MODELS)}
-        records.sort(key=lambda r: (order[r["model"]], -r["w_bits"],
+        records.sort(key=lambda r: (order.get(r["model"], len(order)), -r["w_bits"],
                                     args.boards.index(r["board"]) if r["board"] in args.boards
                                     else 9))
     notes = ("est_* are finn-plus analytical estimates with finn_build's corrections "
@@ -154,7 +176,9 @@ def main(argv=None) -> int:
              "dsp 0.95); models: "
              + (f"trained checkpoints {args.checkpoint_dir}/<model>_mt_w<W>a<A>/best.pt"
                 if args.checkpoint_dir else "untrained, BatchNorm calibrated on real "
-                "training images"))
+                "training images") + ("; records with `build` were collected from that "
+                "finished build as its config made it (folding, FIFO depths)"
+                if args.builds else ""))
     out = harness.record_set(records, command, clock_mhz=args.clock,
                              total_seconds=round(time.time() - t_all, 1), notes=notes)
     harness.publish(
