@@ -6,7 +6,13 @@ images reach that from their native form (the task's own channel count, any size
 - decoding (``decode``): PIL, then ``convert_image`` to mode "L" (1 channel) or "RGB", 8 bits
   per sample. Images with more than 8 bits per sample (16-bit PNG/TIFF, PIL modes ``I;16*``
   and ``I``) keep their top 8 bits (``v >> 8``, the rule PIL itself applies to 16-bit RGB
-  PNGs); PIL's own ``convert`` would saturate them to 255. Float images are refused;
+  PNGs); PIL's own ``convert`` would saturate them to 255. Float images are refused. An alpha
+  channel (RGBA, LA, PA) is dropped, not composited: the color values are kept as stored.
+  Palette (P) images take their palette's colors; CMYK JPEGs are converted by PIL;
+- DICOM (``is_dicom``: a ``.dcm``/``.dicom`` name, or the 'DICM' magic at byte 128 whatever
+  the name): ``dicom.read`` gives 8-bit gray or RGB display pixels (rescale, window,
+  MONOCHROME1 inversion: see ``dicom``), which then take the same ``convert_image`` step as an
+  8-bit PNG with those pixels;
 - channel conversion (``to_channels``): gray -> RGB replicates; RGB -> gray is ITU-R 601 luma
   computed in float32 and rounded (not PIL's integer ``convert("L")``);
 - resize (``resize``): PIL bicubic to size x size, aspect not kept;
@@ -18,13 +24,19 @@ images reach that from their native form (the task's own channel count, any size
 ``IMAGE_EXTS`` is the one list of image file types, for training trees and for the runtime.
 
 numpy only at import; Pillow is imported when an image is decoded or resized (a board
-without Pillow can still classify raw arrays). Ships in the board's deploy package.
+without Pillow can still classify raw arrays), pydicom only when a DICOM file is decoded.
+Ships in the board's deploy package.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from .dicom import DICOM_EXTS, DicomError, read as read_dicom
+
+# DICOM in the middle: messages that list the types end with ".tiff" as before
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp") + DICOM_EXTS + (".tif", ".tiff")
 
 
 class ImageError(ValueError):
@@ -81,14 +93,39 @@ def convert_image(im, channels: int, name="image"):
     return im.convert("L" if channels == 1 else "RGB")  # full decode: bad data fails here
 
 
+def is_dicom(file, name=None) -> bool:
+    """A DICOM file: its name (``name`` or the path) ends in ``.dcm``/``.dicom``, or its
+    bytes have the 'DICM' magic at offset 128 (files named otherwise, e.g. ``IM0001``).
+    A file object is read at its position and put back there."""
+    path = file if isinstance(file, (str, os.PathLike)) else None
+    if any(str(n).lower().endswith(DICOM_EXTS) for n in (name, path) if n is not None):
+        return True
+    if path is not None:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    else:
+        at = file.tell()
+        head = file.read(132)
+        file.seek(at)
+    return head[128:132] == b"DICM"
+
+
 def decode(file, channels: int, name="image") -> np.ndarray:
     """Image file (path or binary file object) -> uint8 HxWxC at the file's own size.
 
-    Raises ``ImageError`` for an image without a fixed 8-bit reading, and PIL's own errors
-    (many types) for data that does not decode: the caller names the file its own way."""
+    Raises ``ImageError`` naming ``name`` for an image without a fixed 8-bit reading and for
+    any DICOM file that cannot be read, ``FileNotFoundError``, and PIL's own errors (many
+    types) for other data that does not decode: the caller names the file its own way."""
     from PIL import Image
 
-    with Image.open(file) as im:
-        im = convert_image(im, channels, name)
+    if is_dicom(file, name):
+        try:
+            pixels = read_dicom(file)
+        except DicomError as e:
+            raise ImageError(f"{name}: {e}") from None
+        im = convert_image(Image.fromarray(pixels), channels, name)  # as an 8-bit PNG would
+    else:
+        with Image.open(file) as im:
+            im = convert_image(im, channels, name)
     pixels = np.asarray(im, dtype=np.uint8)
     return pixels[..., None] if pixels.ndim == 2 else pixels
