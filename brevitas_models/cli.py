@@ -1,15 +1,25 @@
-"""`medzoo`: train, evaluate and export the multi-task QAT zoo.
+"""`medzoo`: train, evaluate, export and predict with the multi-task QAT zoo.
 
   medzoo train    CONFIG.yaml [--set train.epochs=3 ...] [--data-dir DIR] [--restart]
   medzoo evaluate CONFIG.yaml|RUN_DIR [--split val|test]
   medzoo export   CONFIG.yaml|RUN_DIR [--check-images 32]
   medzoo audit    TASK [TASK...] [--size 64] [--split train] [--preprocess default|none]
                   [--data-dir DIR] [--json]
+  medzoo predict  RUN_DIR|CONFIG.yaml FILE_OR_FOLDER... [--task T] [--qonnx]
+                  [--format json|csv] [--out FILE] [--recursive] [--with-acc] [--strict]
 
 evaluate/export given a CONFIG use the run's best.pt and refuse when the config's model/data
 fields differ from the ones the checkpoint was trained with (given a RUN_DIR, the checkpoint's
 own config is used). Errors in configs, data, checkpoints or run directories print one line
 naming the problem and exit 2.
+
+predict classifies image files (or .npy model inputs) with a run's model on this machine and
+writes what the board's `classify` writes (the same JSON/CSV, medimage.results): the files are
+prepared as the board runtime prepares them, the labels are the board's decision (the run's
+calibration.json). --qonnx runs the run's QONNX export (`medzoo export RUN_DIR` first) with
+qonnx's executor: integer accumulators -> host scale/bias -> logits, as the accelerator and
+its host ops do. Files that cannot be read get their own row (status "error") and exit 1;
+--strict stops at the first (exit 2, no output).
 """
 from __future__ import annotations
 
@@ -100,6 +110,28 @@ def cmd_audit(args):
     print(json.dumps(results, indent=1) if args.json else format_table(results))
 
 
+def cmd_predict(args):
+    from .predict import predict_files
+    # a run's config names its run directory (evaluate/export take either too)
+    run_dir = _run_dir(args.run_dir) if Path(args.run_dir).is_file() else args.run_dir
+    return predict_files(run_dir, args.inputs, args.task,
+                         "qonnx" if args.qonnx else "pytorch", args.format, args.out,
+                         args.recursive, args.with_acc, args.chunk, args.strict,
+                         log=lambda m: print(m, file=sys.stderr),
+                         note=lambda m: print(m, file=sys.stderr))
+
+
+def _count(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
+    return n
+
+
 def main(argv=None):
     warnings.filterwarnings("ignore", category=UserWarning)
     ap = argparse.ArgumentParser(prog="medzoo", description=__doc__,
@@ -133,9 +165,26 @@ def main(argv=None):
     p.add_argument("--data-dir", help="data root (default: $MEDFPGA_DATA or ../shared/data)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_audit)
+    p = sub.add_parser("predict", help="classify image files with a run's model on this "
+                       "machine; the board CLI's `classify` output")
+    p.add_argument("run_dir", help="the run directory (<out_dir>/<name>, holding best.pt) or "
+                   "the run's config")
+    p.add_argument("inputs", nargs="+", help="image files, .npy arrays or folders")
+    p.add_argument("--task", help="the task (head) to read; required with several tasks")
+    p.add_argument("--qonnx", action="store_true", help="run the run's QONNX export "
+                   "(medzoo export) with qonnx's executor instead of PyTorch")
+    p.add_argument("--format", choices=("json", "csv"), default="json")
+    p.add_argument("--out", help="output file (default: stdout)")
+    p.add_argument("--recursive", action="store_true", help="also images in subfolders")
+    p.add_argument("--chunk", type=_count, default=256, help="images decoded at a time")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable input "
+                   "(exit 2, no output) instead of reporting it in its row")
+    p.add_argument("--with-acc", action="store_true", help="include the integer accumulators "
+                   "of the last layer (quantized models)")
+    p.set_defaults(func=cmd_predict)
     args = ap.parse_args(argv)
     try:
-        args.func(args)
+        rc = args.func(args)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"medzoo: error: {e}", file=sys.stderr)
         return 2
@@ -144,7 +193,7 @@ def main(argv=None):
         print(f"medzoo: error: {where}{e.strerror or e}; check the path, its permissions and "
               "free space", file=sys.stderr)
         return 2
-    return 0
+    return rc or 0
 
 
 if __name__ == "__main__":

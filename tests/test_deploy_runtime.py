@@ -644,3 +644,78 @@ def test_mnv2_package_selftest_and_classify_chest_xray_and_mri_on_simulated_over
     rows = got["results"]
     want = {Path(e["file"]).name: e["expected"]["label"] for e in exp if e["task"] == task}
     assert {Path(x["input"]).name: x["label"] for x in rows} == want
+
+
+# ---------------------------------------------------------------------------- (f) host predict
+
+def test_medzoo_predict_gives_the_board_classify_output_on_simulated_overlay(tiny, overlay,
+                                                                            tmp_path, capsys,
+                                                                            monkeypatch):
+    """simulated_overlay: the run behind the tiny mlp build (its model, the untrained
+    BN-calibrated one the build exported, saved as a run: best.pt + config.yaml, then `medzoo
+    export`) -> `medzoo predict` on the package's real test images of every task gives the
+    labels the packaged runtime's `classify` gives through the Verilator RTL; `--qonnx
+    --with-acc` gives the build's python golden accumulators (samples/expected.json) and the
+    board's CSV byte for byte (the same rows and rendering, medimage.results)."""
+    import torch
+    import yaml
+    from conftest import tiny_config
+
+    from brevitas_models.cli import main as medzoo
+    from brevitas_models.train import quant_signature
+    from finn_build.model_io import build_untrained
+
+    cfg, rep, pkg = tiny("mlp")
+    overlay("mlp")  # compiled once here; the subprocesses find it in the cache
+    model, _ = build_untrained(cfg.model.untrained, cfg.verify.data_root)
+    run = tiny_config(tmp_path, "mlp", name="behind_build")  # the build's model section
+    assert run.data.tasks == cfg.model.untrained.tasks
+    run.run_dir.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "config": run.to_dict(), "epoch": 0,
+                "quant_signature": quant_signature(model)}, run.run_dir / "best.pt")
+    (run.run_dir / "config.yaml").write_text(yaml.safe_dump(run.to_dict(), sort_keys=False))
+    assert medzoo(["export", str(run.run_dir), "--check-images", "2"]) == 0
+    capsys.readouterr()
+    meta = json.loads((pkg / "metadata.json").read_text())
+    exp = json.loads((pkg / "samples" / "expected.json").read_text())["images"]
+    monkeypatch.chdir(pkg)  # the same relative input paths in both outputs
+    cli = [sys.executable, "-m", "deploy.pynq.cli"]
+    sim = ["--simulate-build", str(cfg.out_dir)]
+    for t in meta["tasks"]:
+        task, folder = t["name"], f"samples/{t['name']}"
+        items = [e for e in exp if e["task"] == task]
+        board = {}
+        for fmt in ("json", "csv"):
+            r = subprocess.run(cli + ["classify", folder, "--task", task, "--format", fmt,
+                                      "--with-acc", "--out", str(tmp_path / f"b.{fmt}")] + sim,
+                               cwd=pkg, capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, r.stderr
+            board[fmt] = (tmp_path / f"b.{fmt}").read_bytes()
+        host = {}
+        for name, extra in (("pytorch", []), ("qonnx", ["--qonnx"])):
+            for fmt in ("json", "csv"):
+                f = tmp_path / f"{name}.{fmt}"
+                rc = medzoo(["predict", str(run.run_dir), folder, "--task", task, "--format",
+                             fmt, "--with-acc", "--out", str(f)] + extra)
+                assert rc == 0, capsys.readouterr().err
+                host[name, fmt] = f.read_bytes()
+        b = json.loads(board["json"])
+        want_files = [e["file"] for e in items]
+        assert [x["input"] for x in b["results"]] == want_files
+        want_labels = [e["expected"]["label"] for e in items]
+        assert [x["label"] for x in b["results"]] == want_labels, task
+        for name in ("pytorch", "qonnx"):
+            h = json.loads(host[name, "json"])
+            assert [x["input"] for x in h["results"]] == want_files
+            assert [x["label"] for x in h["results"]] == want_labels, (task, name)
+            # the same row keys, and the same shared header values
+            assert [list(x) for x in h["results"]] == [list(x) for x in b["results"]]
+            for k in ("task", "decision", "images", "failed", "skipped"):
+                assert h[k] == b[k], k
+            # integer accumulators: the build's python golden (== the RTL's, board's acc)
+            acc = [x["acc"] for x in h["results"]]
+            assert acc == [e["expected"]["acc"] for e in items], (task, name)
+            assert acc == [x["acc"] for x in b["results"]]
+        # the QONNX export's host ops are the build's: the very CSV the board writes
+        assert host["qonnx", "csv"] == board["csv"], task
+        assert host["pytorch", "csv"].splitlines()[0] == board["csv"].splitlines()[0]

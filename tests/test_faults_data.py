@@ -265,8 +265,11 @@ def test_unknown_file_types_are_an_error_and_notes_are_reported(tmp_path):
 
 
 def test_one_extension_list_for_training_and_board():
-    assert data.IMAGE_EXTS is medimage.IMAGE_EXTS and cli.IMAGE_EXTS is medimage.IMAGE_EXTS
-    assert {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"} <= set(medimage.IMAGE_EXTS)
+    # the board CLI and `medzoo predict` expand folders with medimage.results
+    from medimage import results
+
+    assert data.IMAGE_EXTS is medimage.IMAGE_EXTS and results.IMAGE_EXTS is medimage.IMAGE_EXTS
+    assert {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"} <= set(medimage.IMAGE_EXTS)
 
 
 # --------------------------------------------------------------------------- (3) runtime CLI

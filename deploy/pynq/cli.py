@@ -14,106 +14,27 @@ runs the same runtime against the Verilator simulation of the build's RTL.
 ``error`` and the reason (the other files are classified), and the exit code is 1; ``--strict``
 stops at the first unreadable file instead, with exit 2 and no output.
 Outputs (``--out``) are written to a temp file and renamed: never half a file, no leftovers.
+``classify``'s inputs, rows and JSON/CSV are ``medimage.results``, which the host's ``medzoo
+predict`` (the run's PyTorch model or its QONNX export, no board) writes too: same columns.
 Exit codes: 0 ok, 1 selftest mismatch or classify inputs that could not be read, 2 error (one
 line saying what and how to fix).
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from medimage import IMAGE_EXTS, ImageError
+from medimage import ImageError
+from medimage import results
+from medimage.results import classify_files, render  # noqa: F401  (this CLI's API)
 
-from .inputs import RAW_EXTS
 from .packing import value_range
 from .runtime import Classifier, DeployError, load_metadata, package_root
-
-
-def _expand(paths, recursive: bool) -> tuple[list, list]:
-    """-> (input files, skipped files): a folder gives its image and .npy files; other files in
-    it are skipped (listed, unless hidden), explicit file paths are always taken."""
-    out, skipped = [], []
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            it = p.rglob("*") if recursive else p.iterdir()
-            files = sorted(f for f in it if f.is_file())
-            found = [f for f in files if f.suffix.lower() in IMAGE_EXTS + RAW_EXTS]
-            skipped += [f for f in files if f not in found
-                        and not any(q.startswith(".") for q in f.relative_to(p).parts)]
-            if not found:
-                raise DeployError(f"{p}: no image files ({', '.join(IMAGE_EXTS + RAW_EXTS)})"
-                                  f"{'' if recursive else ' (use --recursive for subfolders)'}")
-            out += found
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise DeployError(f"{p}: no such file or folder")
-    return out, skipped
-
-
-def _check_out(dest):
-    """--out must name a file in an existing folder; checked before any work is done."""
-    if dest in (None, "-"):
-        return
-    p = Path(dest)
-    if p.is_dir():
-        raise DeployError(f"--out {dest} is a folder; give a file name, e.g. "
-                          f"--out {p / 'results.json'}")
-    if not p.parent.is_dir():
-        raise DeployError(f"--out {dest}: folder {p.parent} does not exist; create it first")
-
-
-def _write(text: str, dest):
-    if dest in (None, "-"):
-        sys.stdout.write(text)
-        return
-    dest = Path(dest)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:  # temp file + rename: a reader never sees half a file, a failure leaves none
-        tmp.write_text(text)
-        os.replace(tmp, dest)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise DeployError(f"cannot write {dest}: {e.strerror or e}; choose another --out "
-                              "path") from None
-        raise
-
-
-def classify_files(files, load, run, chunk: int, strict: bool = False) -> list:
-    """One result dict per file, in order, ``chunk`` files decoded at a time.
-
-    ``load(path)`` -> the model input (raises DeployError / ImageError naming the file);
-    ``run(inputs, names)`` -> one result dict per input. A file that cannot be read gets
-    ``{"input", "status": "error", "error"}`` and the others are still classified; with
-    ``strict`` the first such file raises (all or nothing). Readable files get status "ok"."""
-    rows = []
-    for s in range(0, len(files), chunk):
-        part = [str(f) for f in files[s:s + chunk]]
-        got: list = [None] * len(part)
-        ok, xs = [], []
-        for i, f in enumerate(part):
-            try:
-                xs.append(load(f))
-                ok.append(i)
-            except (DeployError, ImageError) as e:
-                if strict:
-                    raise DeployError(f"{e} (--strict: nothing classified)") from None
-                got[i] = {"input": f, "status": "error", "error": str(e)}
-        if xs:
-            for i, r in zip(ok, run(np.stack(xs), [part[i] for i in ok])):
-                got[i] = {**r, "status": "ok"}
-        rows += got
-    return rows
 
 
 def _open(args) -> Classifier:
@@ -141,65 +62,33 @@ def cmd_info(args):
     meta, pdir = load_metadata(args.package or package_root())
     keep = ("name", "board", "fpga_part", "clock_mhz", "bitfile", "bitfile_note", "input",
             "tasks", "dma", "performance")
-    _write(json.dumps({k: meta.get(k) for k in keep}, indent=1) + "\n", None)
+    results.write(json.dumps({k: meta.get(k) for k in keep}, indent=1) + "\n", None)
     return 0
-
-
-def render(res: list, classes, fmt: str, head: dict) -> str:
-    """classify rows -> CSV (one line per input; status, error, then the threshold that
-    decided the label, empty: argmax) or JSON (``head`` + rows)."""
-    if fmt == "json":
-        return json.dumps({**head, "results": res}, indent=1) + "\n"
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    # threshold last: the earlier columns keep their places for existing readers
-    w.writerow(["input", "task", "label", "label_index"] + [f"p_{c}" for c in classes]
-               + ["status", "error", "threshold"])
-    for r in res:
-        if r["status"] == "ok":
-            thr = "" if r.get("threshold") is None else repr(r["threshold"])  # "": argmax
-            w.writerow([r["input"], r["task"], r["label"], r["label_index"]]
-                       + [f"{r['probabilities'][c]:.6f}" for c in classes] + ["ok", "", thr])
-        else:
-            w.writerow([r["input"], r["task"], "", ""] + [""] * len(classes)
-                       + [r["status"], r["error"], ""])
-    return buf.getvalue()
 
 
 def cmd_classify(args):
     meta, _ = load_metadata(args.package or package_root())
-    names = [t["name"] for t in meta["tasks"]]
-    if args.task is None and len(names) > 1:
-        raise DeployError(f"--task is required: this model has tasks {', '.join(names)}")
-    if args.task is not None and args.task not in names:
-        raise DeployError(f"unknown task {args.task!r}; this model's tasks are: "
-                          f"{', '.join(names)}")
-    files, skipped = _expand(args.inputs, args.recursive)
+    t = results.pick_task(meta["tasks"], args.task)
+    files, skipped = results.expand(args.inputs, args.recursive)
     if skipped:
-        print(f"note: skipped {len(skipped)} files that are not images ({', '.join(IMAGE_EXTS)}"
-              f", .npy): {', '.join(str(f) for f in skipped[:5])}"
-              f"{', ...' if len(skipped) > 5 else ''}", file=sys.stderr)
+        print(f"note: {results.skipped_note(skipped)}", file=sys.stderr)
     clf = _open(args)
-    t = clf.task(args.task)
+    t = clf.task(t["name"])
+
+    def run(x, names):  # uint8 NHWC inputs -> the accelerator -> rows (medimage.results)
+        acc = clf.accumulators(x)
+        return results.result_rows(t, clf.logits(acc), names, acc if args.with_acc else None)
+
     t0 = time.time()
-    res = classify_files(files, lambda f: clf.load([f], t["name"])[0],
-                         lambda x, names: clf.classify(x, t["name"], names=names),
-                         args.chunk, args.strict)
+    res = classify_files(files, lambda f: clf.load([f], t["name"])[0], run, args.chunk,
+                         args.strict, t["name"], (DeployError, ImageError))
     dt = time.time() - t0
-    for r in res:
-        r.setdefault("task", t["name"])
-        if not args.with_acc:
-            r.pop("acc", None)
-    bad = [r for r in res if r["status"] != "ok"]
-    head = {"package": clf.meta["name"], "task": t["name"], "decision": t.get("decision"),
-            "overlay": _overlay_kind(clf),
-            "runtime": str(Path(__file__).resolve().parent), "images": len(res),
-            "failed": len(bad), "skipped": [str(f) for f in skipped], "seconds": round(dt, 4)}
-    _write(render(res, t["classes"], args.format, head), args.out)
+    head = {"package": clf.meta["name"], **results.header(t, res, skipped, dt),
+            "overlay": _overlay_kind(clf), "runtime": str(Path(__file__).resolve().parent)}
+    results.write(render(res, t["classes"], args.format, head), args.out)
+    bad = results.failed_note(res)
     if bad:
-        print(f"error: {len(bad)} of {len(res)} inputs could not be read (status 'error' in "
-              f"the output; the others were classified), first: {bad[0]['error']}; fix or "
-              "remove them, or pass --strict to stop at the first", file=sys.stderr)
+        print(f"error: {bad}", file=sys.stderr)
         return 1
     return 0
 
@@ -244,7 +133,7 @@ def cmd_selftest(args):
            "runtime": str(Path(__file__).resolve().parent), "images": len(exp),
            "passed": len(exp) - len(bad), "mismatches": bad,
            "status": "pass" if not bad else "fail", "coverage": coverage, "results": checked}
-    _write(json.dumps(out, indent=1) + "\n", args.out)
+    results.write(json.dumps(out, indent=1) + "\n", args.out)
     return 0 if not bad else 1
 
 
@@ -302,7 +191,7 @@ def cmd_throughput(args):
             "fps_at_clock": round(clk * 1e6 / iv, 1) if iv else None,
             "latency_us_at_clock": round(r["latency_cycles"] / clk, 3),
             "batch_us_at_clock": round(r["cycles"] / clk, 3)}
-    _write(json.dumps(res, indent=1) + "\n", args.out)
+    results.write(json.dumps(res, indent=1) + "\n", args.out)
     return 0
 
 
@@ -352,9 +241,9 @@ def main(argv=None) -> int:
     fn = {"info": cmd_info, "classify": cmd_classify, "selftest": cmd_selftest,
           "throughput": cmd_throughput}[args.cmd]
     try:
-        _check_out(getattr(args, "out", None))
+        results.check_out(getattr(args, "out", None))
         return fn(args)
-    except (DeployError, FileNotFoundError) as e:
+    except (DeployError, results.UsageError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # the simulated overlay's errors (host only)
