@@ -68,7 +68,7 @@ def decode(path, channels: int) -> np.ndarray:
         raise
     except Exception as e:  # PIL raises many types for bad data
         raise ImageError(f"{path}: cannot decode the image ({type(e).__name__}: {e}); pass a "
-                         "valid PNG/JPEG/BMP/TIFF file or a .npy uint8 array") from None
+                         "valid PNG/JPEG/BMP/TIFF/DICOM file or a .npy uint8 array") from None
 
 
 def from_file(path, task: dict, size: int, channels: int) -> np.ndarray:
