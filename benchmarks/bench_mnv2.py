@@ -42,6 +42,9 @@ MAX_QUANT_DROP = 0.01  # float -> w4a4 test accuracy
 def run_config(name: str, seed: int, out_dir: str):
     over = GRID[name][1]
     raw = merge(load_config(CONFIG).to_dict(), over)
+    # a single-task run keeps only its task's preprocessing (the config lists both)
+    raw["data"]["preprocess"] = {t: p for t, p in raw["data"]["preprocess"].items()
+                                 if t in raw["data"]["tasks"]}
     if name == "xray_mri_mnv2" and seed == raw["seed"]:
         out_dir = raw["out_dir"]  # the shipped run itself
     elif name == "xray_mri_mnv2":
