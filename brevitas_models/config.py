@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
-                      ValidationError, field_validator, model_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator,
+                      Field, Tag, ValidationError, field_validator, model_validator)
 
 from .models import ARCHS, AnyModelSection, MLPSection, ModelSection  # noqa: F401 (API)
-from .tasks import TASKS, get_task
+from .tasks import TASKS, PreprocessSection, TaskSection, get_task
 
 
 class ConfigError(ValueError):
@@ -54,8 +54,24 @@ class Section(BaseModel):
 
 def _known_task(name):
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}")
+        raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}; or declare it "
+                         "inline: {name: ..., path: ..., format: ...} (docs/your_data.md)")
     return name
+
+
+def _not_builtin(task):
+    if task.name in TASKS:
+        raise ValueError(f"name {task.name!r} is a built-in task's; give yours another name, "
+                         "or list the built-in task by its name alone")
+    return task
+
+
+# a data.tasks entry: a built-in task's name, or a task declared inline (TaskSection)
+TaskEntry = Annotated[
+    Union[Annotated[str, AfterValidator(_known_task), Tag("name")],
+          Annotated[TaskSection, AfterValidator(_not_builtin), Tag("task")]],
+    Discriminator(lambda v: "name" if isinstance(v, str) else "task")]
+_UNION_TAGS = {"name": str, "task": TaskSection}  # the tags pydantic puts in error locations
 
 
 class AugmentSection(Section):
@@ -110,22 +126,11 @@ class AugmentSection(Section):
         return v
 
 
-class PreprocessSection(Section):
-    """Style-removing preprocessing of one task (medimage.preprocess), applied identically in
-    training and by the board runtime (recorded in the model's metadata)."""
-    crop: bool = Field(False, description="crop to the body/head bounding box, then resize")
-    crop_threshold: int = Field(10, ge=0, le=100, description="foreground: brighter than this "
-                                "percent of the image's 99th-percentile level")
-    crop_margin: int = Field(2, ge=0, le=50, description="percent of the side kept around the box")
-    normalize: Literal["none", "stretch", "equalize"] = Field(
-        "none", description="per-image intensity normalization in integers: stretch (1st..99th "
-        "percentile to 0..255) or histogram equalization")
-
-
 class DataSection(Section):
-    tasks: list[Annotated[str, AfterValidator(_known_task)]] = Field(
+    tasks: list[TaskEntry] = Field(
         default_factory=lambda: ["pneumoniamnist", "breastmnist", "bloodmnist"],
-        description="task names (brevitas_models/tasks.py)")
+        description="built-in task names (brevitas_models/tasks.py) and/or tasks declared "
+        "inline: {name, path, format, classes, ...} (docs/configs.md, Tasks)")
     root: Optional[str] = Field(None, description="null: $MEDFPGA_DATA, else ../shared/data")
     size: int = Field(28, ge=8, le=512, description="image side in pixels")
     sampling: Literal["balanced", "proportional"] = "balanced"
@@ -141,20 +146,30 @@ class DataSection(Section):
     def _tasks_once_each(cls, tasks):
         if not tasks:
             raise ValueError("needs at least one task")
-        if len(set(tasks)) != len(tasks):
-            raise ValueError("a task is listed twice")
+        names = [t if isinstance(t, str) else t.name for t in tasks]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"task {twice[0]!r} is listed twice; give each task its own name")
         return tasks
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t if isinstance(t, str) else t.name for t in self.tasks]
 
     @model_validator(mode="after")
     def _preprocess_of_every_task(self):
         # resolved here, so the run's stored config says what was applied even if a task's
         # default changes later
-        extra = sorted(set(self.preprocess) - set(self.tasks))
+        extra = sorted(set(self.preprocess) - set(self.task_names))
         if extra:
             raise ValueError(f"preprocess lists {extra}, which are not in data.tasks "
-                             f"{self.tasks}; remove them or add them to data.tasks")
-        self.preprocess = {t: self.preprocess.get(t) or PreprocessSection(
-            **get_task(t).preprocess.to_dict()) for t in self.tasks}
+                             f"{self.task_names}; remove them or add them to data.tasks")
+        self.preprocess = {
+            (t if isinstance(t, str) else t.name): self.preprocess.get(
+                t if isinstance(t, str) else t.name) or (
+                PreprocessSection(**get_task(t).preprocess.to_dict()) if isinstance(t, str)
+                else t.preprocess.model_copy())
+            for t in self.tasks}
         return self
 
 
@@ -238,7 +253,8 @@ def _locate(root, loc):
             path = f"{path}.{part}" if path else part
             tp = info.annotation if info else None
         elif get_origin(tp) is Union:  # pydantic names the member: the arch of a section
-            tp = ARCHS[part][0] if part in ARCHS else None
+            tp = (_UNION_TAGS[part] if part in _UNION_TAGS else
+                  ARCHS[part][0] if part in ARCHS else None)
         elif get_origin(tp) is dict:  # a mapping's key: the path goes on into its value type
             path = f"{path}.{part}" if path else str(part)
             tp, info = get_args(tp)[1], None
@@ -288,10 +304,16 @@ def _one_line(root, errors: list[dict]) -> str:
         return _unknown_keys(root, parent, keys)
     path, tp, info = _locate(root, first["loc"])
     where = path or "<top level>"
+    if (tp is None and info is not None and get_origin(_strip(info.annotation)) is Union
+            and kind != "value_error"):  # a value fitting no member of a union field
+        return f"{where}: expected {_union_text(info.annotation)}, got {value!r}"
     if kind in _EXPECTED:
         return f"{where}: expected {_EXPECTED[kind]}, got {value!r}"
     if kind in ("union_tag_invalid", "union_tag_not_found") and isinstance(value, dict):
         return f"{where}.arch: {value.get('arch')!r} is not one of {list(ARCHS)}"
+    if kind == "model_type" and first["loc"][-1] == "task":  # a data.tasks entry
+        return (f"{where}: expected a built-in task's name or a task declaration (a mapping: "
+                f"name, path, format, ...), got {value!r}")
     if kind in ("model_type", "dict_type", "union_tag_not_found"):
         return f"{where}: expected a mapping, got {type(value).__name__}"
     if kind == "literal_error" and get_origin(tp) is Literal:
@@ -301,6 +323,18 @@ def _one_line(root, errors: list[dict]) -> str:
     if kind == "value_error":
         return f"{where}: {ctx['error']}"
     return f"{where}: {first['msg']}"
+
+
+def _union_text(tp) -> str:
+    """What a union field takes, in words: "'auto' or a list"."""
+    words = {str: "a string", int: "an integer", float: "a number", bool: "true/false"}
+    out = []
+    for a in get_args(_strip(tp)):
+        a = _strip(a)
+        out += ([repr(v) for v in get_args(a)] if get_origin(a) is Literal else
+                ["a list"] if get_origin(a) is list else [words.get(a, getattr(a, "__name__",
+                                                                                 str(a)))])
+    return " or ".join(out)
 
 
 def _unknown_keys(root, parent_loc, keys: list) -> str:
@@ -338,6 +372,23 @@ def _check_relations(cfg: RunConfig):
            "train.loss", "cross_task_negatives needs per-task heads (model.mode: multitask)")
 
 
+def _resolve_tasks(cfg: RunConfig):
+    """Inline tasks with `classes: auto` (or image trees without `splits`) get them listed
+    from their files (data.resolve_task): the run stores, and everything downstream reads, the
+    resolved declaration. A declaration that is already resolved is not looked at here (a
+    stored config loads without its data); its files are checked when they are loaded."""
+    from .data import TaskDataError, resolve_task
+    for i, t in enumerate(cfg.data.tasks):
+        if isinstance(t, str):
+            continue
+        try:
+            cfg.data.tasks[i] = resolve_task(t, cfg.data.root)
+        except TaskDataError as e:
+            raise ConfigError(f"data.tasks[{i}].{e.field}: {e}") from None
+        except FileNotFoundError as e:  # no data root at all
+            raise ConfigError(f"data.tasks[{i}].path: {e}") from None
+
+
 # Before each arch had its own section, to_dict() wrote every arch's model fields (an MLP run's
 # checkpoint also holds `convs`). Such a complete dump (checkpoints, run directories'
 # config.yaml) still loads and compares equal: the other arch's fields were never used.
@@ -363,12 +414,14 @@ def stored_run_config(raw):
     if not isinstance(data, dict) or "preprocess" in data:
         return raw
     tasks = data.get("tasks", DataSection.model_fields["tasks"].default_factory())
-    return {**raw, "data": {**data, "preprocess": {t: {} for t in tasks}}}
+    return {**raw, "data": {**data, "preprocess": {
+        (t["name"] if isinstance(t, dict) else t): {} for t in tasks}}}
 
 
 def config_from_dict(raw: dict, source: str = "<config>") -> RunConfig:
     try:
         cfg = validate_section(RunConfig, _drop_pre_split_fields(raw))
+        _resolve_tasks(cfg)
         _check_relations(cfg)
         return cfg
     except ConfigError as e:

@@ -8,12 +8,18 @@ Conventions (kept everywhere so that training sees what the FPGA sees):
 - A model has ONE input channel count. When tasks are pooled, gray tasks are replicated to RGB
   for an RGB model, and RGB tasks are reduced to ITU-R 601 luma for a gray model (the default,
   channels=1: most tasks are gray and a 1-channel first layer is 3x cheaper on the FPGA).
-- Image-tree sets are de-duplicated by content hash by default (the brain MRI set leaks
-  duplicates from train into test); tasks without an official val split get one carved from
-  train (by patient for the Kermany chest X-rays, stratified per image for brain MRI).
+- Image-tree and manifest sets are de-duplicated by content hash by default (the brain MRI
+  set leaks duplicates from train into test); a split the source lacks is carved from train
+  as the task's ``test_split`` / ``val_split`` say (seeded, stratified per class, per image or
+  by patient): the Kermany chest X-rays by patient, brain MRI per image, a user's pool of
+  class folders into train/val/test.
+- A task's source is a class-per-folder tree (a folder or a .tar), an npz (MedMNIST layout) or
+  a CSV manifest (``load_manifest``); ``resolve_task`` fills in a declaration's ``classes:
+  auto`` and its split folders from the files.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -31,10 +37,11 @@ import torch
 
 # Image conventions (decode, >8-bit rule, channel conversion, resize, file types) are
 # medimage's, shared with the board runtime: training and the board read files the same way.
-from medimage import IMAGE_EXTS, ImageError, Preprocess, decode, standardize, to_model_input
+from medimage import (DICOM_EXTS, IMAGE_EXTS, ImageError, Preprocess, decode, standardize,
+                      to_model_input)
 
 from .files import write_atomic
-from .tasks import TaskSpec, get_task
+from .tasks import TaskSection, TaskSpec, get_task
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +170,12 @@ def _decode(data: bytes, member: str, where, channels: int, size: int, pre: Prep
     return standardize(native, size, pre, grid), h
 
 
+def _prefix(folder: str) -> str:
+    """A split folder inside a tree -> the member-name prefix ("." = the tree itself)."""
+    folder = folder.strip("/")
+    return "" if folder in ("", ".") else folder + "/"
+
+
 def _dir_files(path: Path, prefixes) -> list[Path]:
     """Regular files under the split folders of an unpacked tree (nothing else can matter)."""
     files = set()
@@ -237,11 +250,25 @@ def _tree_cache_path(path: Path, task: TaskSpec, size: int, prefixes, pre: Prepr
                            st.st_ctime_ns])
     else:
         source = ["tar", archive_sha256(path)]
+    return _cache_file(task, size, source, pre)
+
+
+def _cache_file(task: TaskSpec, size: int, source: list, pre: Preprocess) -> Path:
+    """Cache file of a task's decoded images: keyed by its source's state (``source``) and
+    every part of its description that changes the decoded arrays."""
     # the Pillow version too: another libjpeg may decode the same JPEG to other pixels
     key = [_CACHE_VERSION, PIL.__version__, source, size, task.channels, task.classes,
            task.split_dirs]
     if pre.active:  # (without preprocessing the key, and so the cache, is the older one)
         key.append(pre.to_dict())
+    if pre.crop and task.size != 224:  # the crop's grid (every tree task was 224 before)
+        key.append({"grid": task.size})
+    # DICOM pixels depend on pydicom (and its plugins) as JPEG's on Pillow: folder and manifest
+    # sources list their files here (a tar is keyed by its bytes only; pydicom is pinned)
+    if any(isinstance(m, list) and str(m[0]).lower().endswith(DICOM_EXTS) for m in source):
+        from importlib.metadata import version
+
+        key.append({"pydicom": version("pydicom")})
     key = json.dumps(key)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_dir() / f"{task.name}-{size}px-{task.channels}ch-{digest}.npz"
@@ -294,7 +321,7 @@ def load_image_tree(path, task: TaskSpec, size: int | None = None, use_cache: bo
         raise FileNotFoundError(f"image tree for task {task.name!r} not found: {path}")
     if not task.split_dirs:
         raise ValueError(f"task {task.name!r} has no split_dirs; it is not an image tree task")
-    prefixes = {s: d.strip("/") + "/" for s, d in task.split_dirs.items()}
+    prefixes = {s: _prefix(d) for s, d in task.split_dirs.items()}
     cfile = _tree_cache_path(path, task, size, prefixes.values(), pre) if use_cache else None
     if cfile is not None and cfile.is_file():
         cached = _load_cache(cfile)
@@ -438,65 +465,358 @@ def stratified_split(labels, val_fraction: float = 0.1, seed: int = 0):
     return _group_split(list(range(len(labels))), labels, val_fraction, seed)
 
 
-# --------------------------------------------------------------------------- tasks
+# --------------------------------------------------------------------------- declared tasks
 
-def _source_path(root: Path, task: TaskSpec) -> Path:
-    p = root / task.source
-    if not p.exists() and task.fmt == "image_tar" and task.split_dirs:
-        # an already-unpacked tree: the split folders sit directly under the data root
-        if all((root / d).is_dir() for d in task.split_dirs.values()):
-            return root
+class TaskDataError(ValueError):
+    """A task's data does not fit its declaration; ``field``: the declaration field to fix."""
+
+    def __init__(self, msg: str, field: str = "path"):
+        super().__init__(msg)
+        self.field = field
+
+
+# split folder names recognized when a declaration leaves `splits` to be found
+_SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                "validation": "val", "test": "test", "testing": "test"}
+
+
+def task_source(task: TaskSpec | TaskSection, root=None) -> Path:
+    """Where a task's data is: its path if absolute, else under the data root. An image tree
+    that is not there may sit unpacked under the data root (its split folders directly)."""
+    source, name = (task.source, task.name) if isinstance(task, TaskSpec) else (task.path,
+                                                                                 task.name)
+    p = Path(source).expanduser()
+    if p.is_absolute():
+        if not p.exists():
+            raise FileNotFoundError(f"data for task {name!r} not found: {p}; check the "
+                                    "task's path (absolute, or relative to the data root)")
+        return p
+    base = data_root(root)
+    p = base / p
+    dirs = task.split_dirs if isinstance(task, TaskSpec) else task.splits
+    if not p.exists() and dirs and all((base / d).is_dir() for d in dirs.values()):
+        return base
     if not p.exists():
-        raise FileNotFoundError(f"data file for task {task.name!r} not found: {p}")
+        raise FileNotFoundError(f"data file for task {name!r} not found: {p} (a relative path "
+                                f"is under the data root {base}; give an absolute path or set "
+                                "data.root)")
     return p
 
 
+def _source_path(root: Path, task: TaskSpec) -> Path:
+    return task_source(task, root)
+
+
+def _tree_listing(path: Path) -> tuple[list[str], set[str]]:
+    """(files, folders) of a tree (a folder or a .tar) as relative posix names, without hidden
+    files and folders."""
+    files, dirs = [], set()
+    if path.is_dir():
+        for d, sub, names in os.walk(path):
+            rel = Path(d).relative_to(path).as_posix()
+            rel = "" if rel == "." else rel + "/"
+            dirs.update(rel + x for x in sub)
+            files += [rel + f for f in names]
+    else:
+        try:
+            with tarfile.open(path) as tf:
+                for m in tf.getmembers():
+                    name = m.name.removeprefix("./").rstrip("/")
+                    if name and name != ".":
+                        (dirs.add(name) if m.isdir() else files.append(name) if m.isfile()
+                         else None)
+        except (tarfile.TarError, OSError) as e:
+            raise TaskDataError(f"cannot open archive {path}: {e}; give a folder or a .tar of "
+                                "class folders") from e
+    hidden = (lambda n: any(p.startswith(".") or p == "__MACOSX" for p in n.split("/")))
+    files = sorted(f for f in files if not hidden(f))
+    for f in files:  # folders implied by the files' paths (a tar need not list them)
+        parts = f.split("/")[:-1]
+        dirs.update("/".join(parts[:i + 1]) for i in range(len(parts)))
+    return files, {d for d in dirs if not hidden(d)}
+
+
+def _detect_splits(path: Path, files, dirs) -> dict:
+    """split -> folder of a tree: train/ [val/] test/ of class folders (also under one top
+    folder), else one pool of class folders ("." or the top folder), read as train."""
+    names = [f for f in files if not _not_an_image(f)] + sorted(dirs)
+    top = {n.split("/")[0] for n in names}
+    base = ""
+    if (len(top) == 1 and next(iter(top)).lower() not in _SPLIT_NAMES
+            and any(f.count("/") >= 2 for f in names)):
+        base = next(iter(top)) + "/"  # one folder holding the tree (an archive's usual root)
+        top = {n[len(base):].split("/")[0] for n in names if n.startswith(base)}
+    named = sorted(t for t in top if t.lower() in _SPLIT_NAMES)
+    if not named:
+        return {"train": base.rstrip("/") or "."}
+    other = sorted(top - set(named))
+    if other:
+        raise TaskDataError(f"{path}: {other} next to the split folders {named}: a tree is "
+                            "either split folders (train/ [val/] test/) of class folders or one "
+                            "pool of class folders; move them into a split folder or set "
+                            "`splits`", "splits")
+    out = {}
+    for t in named:
+        if _SPLIT_NAMES[t.lower()] in out:
+            raise TaskDataError(f"{path}: two folders for split {_SPLIT_NAMES[t.lower()]!r} "
+                                f"({out[_SPLIT_NAMES[t.lower()]]}, {base + t}); set `splits`",
+                                "splits")
+        out[_SPLIT_NAMES[t.lower()]] = base + t
+    return out
+
+
+def scan_tree(path: Path, split_dirs: dict, classes=None) -> list[str]:
+    """Check a class-per-folder tree against its split folders (and ``classes`` when listed)
+    -> the class names (``classes``, or the folders' names sorted). Every problem is a
+    TaskDataError naming the file or folder and the fix."""
+    files, dirs = _tree_listing(path)
+    found: dict[str, int] = {}
+    for split, d in split_dirs.items():
+        pre = _prefix(d)
+        if pre and pre.rstrip("/") not in dirs:
+            raise TaskDataError(f"{path}: split folder {d!r} (split {split}) not found", "splits")
+        for sub in dirs:
+            rel = sub[len(pre):]
+            if sub.startswith(pre) and rel and "/" not in rel:
+                found.setdefault(f"{pre}{rel}", 0)
+        for f in files:
+            rel = f[len(pre):]
+            if not f.startswith(pre) or _not_an_image(rel):
+                continue
+            if rel.count("/") != 1:
+                raise TaskDataError(f"{path}: {f!r} is not in a class folder: expected "
+                                    f"{pre}<class>/<image file>")
+            if not rel.lower().endswith(IMAGE_EXTS):
+                raise TaskDataError(f"{path}: {f!r} is not an image file ({', '.join(IMAGE_EXTS)}"
+                                    "); convert it or move it out of the class folder")
+            key = f"{pre}{rel.split('/')[0]}"
+            found[key] = found.get(key, 0) + 1
+    empty = sorted(k for k, n in found.items() if n == 0)
+    if empty:
+        raise TaskDataError(f"{path}: class folder {empty[0]!r} has no images; add images or "
+                            "remove the folder")
+    names = sorted({k.rsplit("/", 1)[-1] for k in found})
+    if classes is None:
+        if len(names) < 2:
+            raise TaskDataError(f"{path}: one class only ({names}) in split folders "
+                                f"{list(split_dirs.values())}; a task needs at least 2 class "
+                                "folders", "classes")
+        return names
+    unknown = [n for n in names if n not in classes]
+    if unknown:
+        raise TaskDataError(f"{path}: folder {unknown[0]!r} is not one of classes "
+                            f"{list(classes)}; add it to classes (or use classes: auto) or "
+                            "remove the folder", "classes")
+    return list(classes)  # (a listed class without images: a subset; splits need 2 classes)
+
+
+def read_manifest(path: Path, classes=None) -> list[dict]:
+    """A CSV manifest -> rows {path, label, split, patient, line}. Columns: path, label, and
+    optionally split (train/val/test) and patient; paths relative to the CSV's folder.
+    ``classes`` (listed): a label not in them is an error."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            cols = {c.strip().lower(): c for c in reader.fieldnames or []}
+            raw = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise TaskDataError(f"{path}: cannot read the manifest ({e})") from e
+    missing = [c for c in ("path", "label") if c not in cols]
+    if missing:
+        raise TaskDataError(f"{path}: no column {missing} (has {list(cols)}); the first line "
+                            "names the columns: path,label[,split][,patient]")
+    pcol = cols.get("patient") or cols.get("patient_id")
+    rows = []
+    for i, r in enumerate(raw, start=2):
+        p, label = (r.get(cols["path"]) or "").strip(), (r.get(cols["label"]) or "").strip()
+        split = (r.get(cols["split"]) or "").strip().lower() if "split" in cols else None
+        where = f"{path} line {i}"
+        if not p or not label:
+            raise TaskDataError(f"{where}: empty path or label")
+        if split is not None and split not in SPLITS:
+            raise TaskDataError(f"{where}: split {split!r} is not one of {list(SPLITS)}")
+        if classes is not None and label not in classes:
+            raise TaskDataError(f"{where}: label {label!r} is not one of classes "
+                                f"{list(classes)}; add it to classes (or use classes: auto) or "
+                                "fix the row", "classes")
+        if not p.lower().endswith(IMAGE_EXTS):
+            raise TaskDataError(f"{where}: {p!r} is not an image file ({', '.join(IMAGE_EXTS)})")
+        if not (path.parent / p).is_file():
+            raise TaskDataError(f"{where}: image {path.parent / p} not found (paths are "
+                                "relative to the manifest's folder)")
+        rows.append({"path": p, "label": label, "split": split,
+                     "patient": (r.get(pcol) or "").strip() or None if pcol else None,
+                     "line": i})
+    if not rows:
+        raise TaskDataError(f"{path}: the manifest lists no images")
+    return rows
+
+
+def resolve_task(decl: TaskSection, root=None) -> TaskSection:
+    """A declaration with ``classes: auto`` (and an image tree without ``splits``) -> the same
+    with them listed, found in the files (checked: see ``scan_tree``, ``read_manifest``)."""
+    if decl.classes != "auto" and not (decl.format == "image_dir" and decl.splits is None):
+        return decl
+    if decl.format == "npz":
+        raise TaskDataError(f"task {decl.name!r}: classes auto needs class folders or a "
+                            "manifest's labels; an npz has label numbers only: list the class "
+                            "names in label order", "classes")
+    try:
+        src = task_source(decl, root)
+    except FileNotFoundError as e:
+        raise TaskDataError(f"{e}") from None
+    auto = decl.classes == "auto"
+    if decl.format == "image_dir":
+        if src.is_file() and not tarfile.is_tarfile(src):
+            raise TaskDataError(f"{src} is neither a folder nor a .tar archive (format "
+                                "image_dir)")
+        splits = decl.splits or _detect_splits(src, *_tree_listing(src))
+        update = {"splits": splits,
+                  "classes": scan_tree(src, splits, None if auto else decl.classes)}
+    else:
+        rows = read_manifest(src, None if auto else decl.classes)
+        labels = sorted({r["label"] for r in rows})
+        if len(labels) < 2:
+            raise TaskDataError(f"{src}: one class only ({labels}); a task needs at least 2",
+                                "classes")
+        update = {"classes": labels}
+    from pydantic import ValidationError
+    try:
+        return TaskSection.model_validate({**decl.model_dump(), **update})
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise TaskDataError(f"{err['msg'].removeprefix('Value error, ')} (classes found in "
+                            f"{src}: {update['classes']})", "negative_class") from None
+
+
+# --------------------------------------------------------------------------- manifests
+
+def load_manifest(path, task: TaskSpec, size: int | None = None, use_cache: bool = True,
+                  report: dict | None = None, pre: Preprocess = Preprocess()
+                  ) -> dict[str, Split]:
+    """A CSV manifest (``read_manifest``) -> splits (rows without a split column: "train");
+    decoded like an image tree and cached the same way, keyed by the manifest's bytes and every
+    image's name, size, mtime and ctime."""
+    path = Path(path)
+    size = size or task.size
+    rows = read_manifest(path, task.classes)
+    source = ["csv", archive_sha256(path)]
+    for r in rows:
+        st = (path.parent / r["path"]).stat()
+        source.append([r["path"], st.st_size, st.st_mtime_ns, st.st_ctime_ns])
+    cfile = _cache_file(task, size, source, pre) if use_cache else None
+    if cfile is not None and cfile.is_file():
+        cached = _load_cache(cfile)
+        if cached is not None:
+            return cached[0]
+    items: dict[str, list] = {}
+    for r in rows:
+        img, h = _decode((path.parent / r["path"]).read_bytes(), r["path"], path, task.channels,
+                         size, pre, task.size)
+        items.setdefault(r["split"] or "train", []).append(
+            (r["path"], task.classes.index(r["label"]), img, h))
+    out = {}
+    for s in [s for s in SPLITS if s in items]:
+        rs = items[s]
+        out[s] = Split(np.stack([r[2] for r in rs]), np.array([r[1] for r in rs], np.int64),
+                       [r[0] for r in rs], [r[3] for r in rs])
+        _check_split(s, out[s], task, path)
+    if cfile is not None:
+        _save_cache(cfile, out, [])
+    return out
+
+
+# --------------------------------------------------------------------------- tasks
+
+def _groups(task: TaskSpec, rule: dict, names, patients: dict) -> list:
+    """Per image, the unit a split keeps together: itself, or its patient."""
+    if rule["by"] == "image":
+        return list(range(len(names)))
+    out = []
+    for n in names:
+        if patients.get(n):
+            out.append(patients[n])
+            continue
+        m = re.search(rule["pattern"], Path(n).name) if rule["pattern"] else None
+        if m is None:
+            raise TaskDataError(f"task {task.name!r}: no patient id for {n!r} (pattern "
+                                f"{rule['pattern']!r}, no patient in a manifest); fix the "
+                                "pattern, fill the manifest's patient column or use by: image",
+                                "val_split")
+        out.append(next((g for g in m.groups() if g), m.group(0)))
+    return out
+
+
 def load_task(name_or_spec, root=None, size: int | None = None, channels: int | None = None, *,
-              dedup: bool | None = None, val_fraction: float = 0.1, seed: int = 0,
-              with_report: bool = False, preprocess: Preprocess | dict | None = None):
+              dedup: bool | None = None, val_fraction: float | None = None,
+              seed: int | None = None, with_report: bool = False,
+              preprocess: Preprocess | dict | None = None):
     """-> {train,val,test: Split} (whichever exist), uint8 NHWC at ``size``/``channels``.
 
-    ``preprocess``: the style-removing steps (``medimage.Preprocess`` or its dict); None =
-    the task's default (``TaskSpec.preprocess``).
+    ``name_or_spec``: a built-in task's name, a ``TaskSpec`` or a declaration dict
+    (``TaskSpec.to_dict``). ``preprocess``: the style-removing steps (``medimage.Preprocess``
+    or its dict); None = the task's default (``TaskSpec.preprocess``).
 
-    dedup defaults to True for image trees (known duplicate leaks) and False for the official
-    MedMNIST npz splits. Tasks with ``val_split`` and no val get one carved from train
-    (``val_fraction``, ``seed``). with_report=True returns (splits, report dict).
+    dedup defaults to True for image trees and manifests (known duplicate leaks) and False for
+    the official MedMNIST npz splits. A split the source lacks is carved from train by the
+    task's ``test_split``, then ``val_split`` (``val_fraction``, ``seed``: override the val
+    rule's). with_report=True returns (splits, report dict).
     """
-    task = name_or_spec if isinstance(name_or_spec, TaskSpec) else get_task(name_or_spec)
-    src = _source_path(data_root(root), task)
+    task = as_spec(name_or_spec)
+    src = task_source(task, root)
     size = size or task.size
     pre = (task.preprocess if preprocess is None else preprocess
            if isinstance(preprocess, Preprocess) else Preprocess.from_dict(preprocess))
     report: dict = {"task": task.name, "source": str(src), "preprocess": pre.to_dict()}
+    patients: dict = {}
     if task.fmt == "npz":
         splits = load_npz(src, task)
     elif task.fmt == "image_tar":
+        if src.name == Path(task.source).name:  # (not a tree unpacked into the data root)
+            scan_tree(src, task.split_dirs, task.classes)  # empty class folders, stray files
         # decoded straight to `size` (one resize) and preprocessed: only channels are left
         splits = load_image_tree(src, task, size, report=report, pre=pre)
+    elif task.fmt == "csv":
+        splits = load_manifest(src, task, size, report=report, pre=pre)
+        patients = {r["path"]: r["patient"] for r in read_manifest(src, task.classes)}
     else:
         raise ValueError(f"task {task.name!r} has unknown fmt {task.fmt!r}")
     if dedup is None:
-        dedup = task.fmt == "image_tar"
+        dedup = task.fmt != "npz"
     if dedup:
         splits, report["dedup"] = dedup_splits(splits)
         if report["dedup"]["duplicate_groups"]:
             log.info("%s: removed duplicates %s", task.name, report["dedup"]["removed"])
-    if task.val_split and "train" in splits and "val" not in splits:
-        tr = splits["train"]
-        if task.val_split == "patient":
-            ti, vi = patient_split(tr.names, tr.labels, val_fraction, seed)
-        else:
-            ti, vi = stratified_split(tr.labels, val_fraction, seed)
-        splits = {"train": tr.subset(ti), "val": tr.subset(vi),
-                  **{s: v for s, v in splits.items() if s != "train"}}
-        report["val_from_train"] = {"by": task.val_split, "fraction": val_fraction, "seed": seed}
+    val_rule = task.val_split and {**task.val_split,
+                                   **({"fraction": val_fraction} if val_fraction else {}),
+                                   **({"seed": seed} if seed is not None else {})}
+    for which, rule in (("test", task.test_split), ("val", val_rule)):
+        if rule and "train" in splits and which not in splits:
+            tr = splits["train"]
+            keep, take = _group_split(_groups(task, rule, tr.names, patients), tr.labels,
+                                      rule["fraction"], rule["seed"])
+            splits = {**splits, "train": tr.subset(keep), which: tr.subset(take)}
+            splits = {s: splits[s] for s in SPLITS if s in splits}
+            for s in ("train", which):
+                _check_split(s, splits[s], task, f"{src} (after carving {which} from train)")
+            report[f"{which}_from_train"] = {k: rule[k] for k in ("by", "fraction", "seed")}
     for sp in splits.values():
         sp.images = to_model_input(sp.images, task.fmt, size,
                                    task.channels if channels is None else channels,
                                    pre if task.fmt == "npz" else None)
     report["sizes"] = {s: len(v) for s, v in splits.items()}
     return (splits, report) if with_report else splits
+
+
+def as_spec(task) -> TaskSpec:
+    """A built-in task's name, a TaskSpec or a declaration dict -> TaskSpec."""
+    if isinstance(task, TaskSpec):
+        return task
+    if isinstance(task, dict):
+        from .tasks import spec_from_dict
+        return spec_from_dict(task)
+    return get_task(task)
 
 
 # --------------------------------------------------------------------------- multi-task pools
@@ -523,10 +843,12 @@ class MultiTaskData:
 def build_multitask(task_names, root=None, size: int = 28, channels: int = 1,
                     preprocess: dict | None = None, **load_kw) -> dict[str, MultiTaskData]:
     """Pool several tasks per split; a split that a task lacks is simply absent from its pool.
-    ``preprocess``: task name -> its preprocessing (a task not in it: its default)."""
-    names = tuple(task_names)
-    loaded = [load_task(n, root, size, channels, with_report=True,
-                        preprocess=(preprocess or {}).get(n), **load_kw) for n in names]
+    ``task_names``: built-in names or TaskSpecs (``train.tasks_of``). ``preprocess``: task
+    name -> its preprocessing (a task not in it: its default)."""
+    specs = [as_spec(t) for t in task_names]
+    names = tuple(t.name for t in specs)
+    loaded = [load_task(t, root, size, channels, with_report=True,
+                        preprocess=(preprocess or {}).get(t.name), **load_kw) for t in specs]
     out = {}
     for s in SPLITS:
         parts = [(t, sp[s]) for t, (sp, _) in enumerate(loaded) if s in sp]

@@ -2,8 +2,9 @@
 
 `export_qonnx_model` writes `<stem>.onnx` (QONNX, graph input annotated UINT8) and
 `<stem>.meta.json` (tasks, output slices, each task's "decision" when the run has a
-calibration.json, input format, host-side scale and bias). Both are written to temp paths and
-renamed, so a failed export leaves nothing behind.
+calibration.json, each task's full declaration ("task": the ``TaskSection`` form, so that build
+and deploy read a user's own task from the run), input format, host-side scale and bias).
+Both are written to temp paths and renamed, so a failed export leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import numpy as np
 import torch
 from brevitas.export import export_qonnx
 from brevitas.nn import QuantConv2d, QuantLinear
+
+from medimage import Preprocess
 
 from .files import sha256_file  # noqa: F401  (imported from here by finn_build)
 from .models import MultiTaskNet
@@ -88,17 +91,27 @@ def check_narrow_range(model: MultiTaskNet):
 
 
 def model_meta(model: MultiTaskNet, extra: dict | None = None,
-               decisions: dict | None = None, preprocess: dict | None = None) -> dict:
+               decisions: dict | None = None, preprocess: dict | None = None,
+               specs: list | None = None) -> dict:
     """decisions: {task: decision} (``medimage.decision``) added to the task entries; a task
     without one has no "decision" key (T = 1 and argmax). preprocess: {task: the dict of its
     ``medimage.Preprocess``}, the style-removing steps the model was trained with, which the
-    board applies; a task without one has no "preprocess" key (none)."""
+    board applies; a task without one has no "preprocess" key (none). specs: the run's
+    ``TaskSpec`` list (``train.tasks_of``): each task entry gets its native_channels,
+    native_size, source_format and "task", its declaration with the preprocessing applied."""
     cfg = model.cfg
     tasks = [dict(t, decision=decisions[t["name"]]) if t["name"] in (decisions or {})
              else dict(t) for t in model.tasks_meta]
+    by_name = {s.name: s for s in specs or []}
     for t in tasks:
         if t["name"] in (preprocess or {}):
             t["preprocess"] = dict(preprocess[t["name"]])
+        spec = by_name.get(t["name"])
+        if spec is not None:
+            t.update(native_channels=spec.channels, native_size=spec.size,
+                     source_format=spec.fmt,
+                     task=dict(spec.to_dict(),
+                               preprocess=Preprocess.from_dict(t.get("preprocess")).to_dict()))
     c, s = cfg.in_channels, model.input_size
     meta = {
         "arch": cfg.arch, "mode": cfg.mode, "w_bits": cfg.w_bits, "a_bits": cfg.a_bits,
@@ -120,8 +133,10 @@ def model_meta(model: MultiTaskNet, extra: dict | None = None,
 
 
 def export_qonnx_model(model: MultiTaskNet, out_path, extra_meta: dict | None = None,
-                       decisions: dict | None = None, preprocess: dict | None = None):
-    """Export to QONNX; returns (onnx_path, meta). decisions, preprocess: see ``model_meta``."""
+                       decisions: dict | None = None, preprocess: dict | None = None,
+                       specs: list | None = None):
+    """Export to QONNX; returns (onnx_path, meta). decisions, preprocess, specs: see
+    ``model_meta``."""
     from qonnx.core.datatype import DataType
     from qonnx.core.modelwrapper import ModelWrapper
 
@@ -135,7 +150,7 @@ def export_qonnx_model(model: MultiTaskNet, out_path, extra_meta: dict | None = 
     example = torch.zeros(1, c, s, s)
     with torch.no_grad():
         model(example)  # sets the accumulator scale read by model_meta
-    meta = model_meta(model, extra_meta, decisions, preprocess)
+    meta = model_meta(model, extra_meta, decisions, preprocess, specs)
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=out_path.parent)
     os.close(fd)
     try:
@@ -216,7 +231,7 @@ def export_run(run_dir, data=None, check_per_task: int = 32, split: str = "test"
     its calibration.json, refitted when stale) and check it on `check_per_task` real images of
     each task."""
     from .report import write_json
-    from .train import load_data, load_run, run_decisions
+    from .train import load_data, load_run, run_decisions, tasks_of
 
     model, cfg = load_run(run_dir)
     data = data or load_data(cfg)
@@ -224,7 +239,7 @@ def export_run(run_dir, data=None, check_per_task: int = 32, split: str = "test"
     out = Path(run_dir) / "export" / "model.onnx"
     onnx_path, meta = export_qonnx_model(
         model, out, {"run": cfg.name, "checkpoint_sha256": sha256_file(Path(run_dir) / "best.pt")},
-        decisions, run_preprocess(cfg))
+        decisions, run_preprocess(cfg), tasks_of(cfg))
     pool = data[split]
     idx = np.concatenate([np.nonzero(pool.task_ids == t)[0][:check_per_task]
                           for t in range(len(cfg.data.tasks))])

@@ -75,11 +75,13 @@ def atomic_save(obj, path: Path):
 
 
 def tasks_of(cfg: RunConfig):
-    return [get_task(n) for n in cfg.data.tasks]
+    """The run's tasks (TaskSpec), built-in ones by name and the config's own declarations
+    (resolved: classes listed): the one way to get them."""
+    return [get_task(t) if isinstance(t, str) else t.to_spec() for t in cfg.data.tasks]
 
 
 def load_data(cfg: RunConfig):
-    return build_multitask(cfg.data.tasks, root=cfg.data.root, size=cfg.data.size,
+    return build_multitask(tasks_of(cfg), root=cfg.data.root, size=cfg.data.size,
                            channels=cfg.model.in_channels,
                            preprocess={t: p.model_dump() for t, p in cfg.data.preprocess.items()})
 
@@ -336,6 +338,9 @@ def train(cfg: RunConfig, data=None, stop_after_epochs: int | None = None,
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.train.threads or os.cpu_count() or 1)
     tasks = tasks_of(cfg)
+    for t in cfg.data.tasks:  # a declared task's classes, as resolved and stored with the run
+        if not isinstance(t, str):
+            log(f"task {t.name} ({t.format}, {t.path}): classes {', '.join(t.classes)}")
     data = data or load_data(cfg)
     if "val" not in data:
         raise ValueError("training needs a validation split for early stopping")

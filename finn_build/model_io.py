@@ -3,7 +3,9 @@
 
 Everything ends as ``ModelBundle``: the QONNX file the build starts from, its metadata
 (``model.meta.json`` contract of ``brevitas_models.export``) and, when available, the
-Brevitas module itself (for the Brevitas verification stage).
+Brevitas module itself (for the Brevitas verification stage). The metadata describes every
+task in full (its declaration: a run's own tasks too, from the run's stored config); the
+build reads the tasks from it (``finn_build.data.task_spec``), not from the registry.
 """
 from __future__ import annotations
 
@@ -27,11 +29,13 @@ class ModelBundle:
     source: str = ""
 
 
-def export_model(model, out_path: Path, decisions=None, preprocess=None) -> tuple[Path, dict]:
-    """Export with ``brevitas_models.export.export_qonnx_model`` (the project's contract)."""
+def export_model(model, out_path: Path, decisions=None, preprocess=None,
+                 specs=None) -> tuple[Path, dict]:
+    """Export with ``brevitas_models.export.export_qonnx_model`` (the project's contract);
+    ``specs``: the model's TaskSpecs, described in the metadata."""
     from brevitas_models.export import export_qonnx_model
     qpath, meta = export_qonnx_model(model, Path(out_path), decisions=decisions,
-                                     preprocess=preprocess)
+                                     preprocess=preprocess, specs=specs)
     return Path(qpath), meta
 
 
@@ -85,7 +89,7 @@ def build_untrained(section, data_root: Optional[str]) -> tuple[Any, list]:
     model = build_model(dict(section.model), tasks, section.input_size)
     cin = model.cfg.in_channels
     per_task = max(1, section.calibration_images // len(tasks))
-    imgs = [load_images(t.name, section.calibration_split, per_task, section.input_size, cin, data_root,
+    imgs = [load_images(t, section.calibration_split, per_task, section.input_size, cin, data_root,
                         seed=section.seed)[0] for t in tasks]
     x = torch.from_numpy(np.concatenate(imgs).transpose(0, 3, 1, 2).astype(np.float32))
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -137,16 +141,18 @@ def resolve_model(cfg, work_dir: Path) -> ModelBundle:
         return ModelBundle(target, meta, None, f"qonnx:{src.qonnx}")
     if src.checkpoint is not None:
         from brevitas_models.export import run_preprocess
+        from brevitas_models.train import tasks_of
 
         model, run_cfg = checkpoint_model(src)
         qpath, meta = export_model(model, target, checkpoint_decisions(src.checkpoint),
-                                   run_preprocess(run_cfg))
+                                   run_preprocess(run_cfg), tasks_of(run_cfg))
         return ModelBundle(Path(qpath), meta, model, f"checkpoint:{src.checkpoint}")
     u = src.untrained
     model, tasks = build_untrained(u, cfg.verify.data_root)
     # its BatchNorm saw the tasks' default preprocessing (load_images): so does the board
     qpath, meta = export_model(model, target,
-                               preprocess={t.name: t.preprocess.to_dict() for t in tasks})
+                               preprocess={t.name: t.preprocess.to_dict() for t in tasks},
+                               specs=tasks)
     meta.setdefault("untrained", {"seed": u.seed, "calibration_images": u.calibration_images,
                                   "calibration_split": u.calibration_split})
     return ModelBundle(Path(qpath), meta, model, f"untrained:seed={u.seed}")

@@ -75,7 +75,7 @@ class Verifier:
         for task in self.meta["tasks"]:
             t = task["name"]
             # as the model was trained: a model without "preprocess" was trained without any
-            imgs, labels, src = load_images(t, vcfg.split, vcfg.images_per_task, h, c,
+            imgs, labels, src = load_images(task, vcfg.split, vcfg.images_per_task, h, c,
                                             vcfg.data_root, seed=vcfg.seed,
                                             preprocess=task.get("preprocess") or {})
             if src not in data_files:

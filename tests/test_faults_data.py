@@ -22,8 +22,8 @@ from PIL import Image
 import medimage
 from brevitas_models import data
 from brevitas_models.tasks import get_task
-from deploy.pynq import cli, inputs
-from deploy.pynq.runtime import DeployError
+from deploy.pynq import inputs
+from medimage import results
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = data.data_root() / "tiny_fixtures.tar"
@@ -303,12 +303,12 @@ def test_cli_rejects_bad_options_before_loading_anything(tmp_path):
 
 def test_write_is_atomic_and_leaves_no_temp_file(tmp_path):
     dest = tmp_path / "r.json"
-    cli._write("first\n", dest)
+    results.write("first\n", dest)
     assert dest.read_text() == "first\n"
     blocker = tmp_path / "dir"
     (blocker / "x").mkdir(parents=True)   # os.replace onto a non-empty folder fails
-    with pytest.raises(DeployError, match=r"cannot write .*dir: .*choose another --out"):
-        cli._write("second\n", blocker)
+    with pytest.raises(results.UsageError, match=r"cannot write .*dir: .*choose another --out"):
+        results.write("second\n", blocker)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "r.json"]
 
 
@@ -339,11 +339,11 @@ def _mixed_folder(tmp_path):
 
 def test_classify_reports_each_unreadable_file_in_its_row(tmp_path):
     d = _mixed_folder(tmp_path)
-    files, skipped = cli._expand([d], recursive=False)
+    files, skipped = results.expand([d], recursive=False)
     assert [p.name for p in skipped] == ["readme.txt"]
     task = {"native_channels": 1, "source_format": "image_tar"}
     load = lambda f: inputs.load_input(f, task, 28, 1)  # noqa: E731 - the runtime's real loader
-    rows = cli.classify_files(files, load, _brightness_model, chunk=3)
+    rows = results.classify_files(files, load, _brightness_model, chunk=3)
     assert [r["input"] for r in rows] == [str(f) for f in files]  # every file, in order
     by = {Path(r["input"]).name: r for r in rows}
     assert by["b_cut.png"]["status"] == "error" and "b_cut.png: cannot decode" in by[
@@ -356,7 +356,7 @@ def test_classify_reports_each_unreadable_file_in_its_row(tmp_path):
         assert r["mean"] == pytest.approx(float(load(r["input"]).mean()))
     assert len({r["mean"] for r in good}) == 4
 
-    text = cli.render([{**r, "task": "t"} for r in rows], ["dark", "bright"], "csv", {})
+    text = results.render([{**r, "task": "t"} for r in rows], ["dark", "bright"], "csv", {})
     table = list(__import__("csv").reader(io.StringIO(text)))
     assert table[0] == ["input", "task", "label", "label_index", "p_dark", "p_bright", "status",
                         "error", "threshold"]
@@ -364,8 +364,8 @@ def test_classify_reports_each_unreadable_file_in_its_row(tmp_path):
     assert [row[6] for row in table[1:]] == [r["status"] for r in rows]
     bad_row = next(row for row in table[1:] if row[0].endswith("c_junk.jpg"))
     assert bad_row[2] == "" and "cannot decode" in bad_row[7]
-    js = json.loads(cli.render(rows, ["dark", "bright"], "json", {"failed": 3}))
+    js = json.loads(results.render(rows, ["dark", "bright"], "json", {"failed": 3}))
     assert js["failed"] == 3 and js["results"][0]["status"] in ("ok", "error")
 
-    with pytest.raises(DeployError, match=r"b_cut\.png: cannot decode.*--strict: nothing"):
-        cli.classify_files(files, load, _brightness_model, chunk=3, strict=True)
+    with pytest.raises(results.UsageError, match=r"b_cut\.png: cannot decode.*--strict: nothing"):
+        results.classify_files(files, load, _brightness_model, chunk=3, strict=True)

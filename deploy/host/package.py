@@ -4,7 +4,9 @@
 writes ``<out-dir>/<name>.tar.gz`` (temp name, then renamed) holding ``<name>/``:
 
 - ``metadata.json``: host ops, tasks (slices, class names, how training prepared their
-  images, the decision fitted on validation: temperature and binary threshold), model input,
+  images, the decision fitted on validation: temperature and binary threshold, the task's
+  declaration as the run stored it: ``task``, read from the build's ``model.meta.json``, so
+  a run trained on a user's own task packages like a built-in one), model input,
   the DMA tensors (FINN datatype, normal/folded/packed shape, stream width, IODMA name, as
   FINN's driver generator computes them), performance figures;
 - ``bitfile/<name>.bit`` + ``.hwh`` when the build has them (a Vivado build); otherwise
@@ -112,7 +114,7 @@ def make_metadata(build_dir: Path, cfg) -> dict:
     ensure_finn_env()
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from brevitas_models.tasks import get_task
+    from finn_build.data import task_spec
 
     b = Path(build_dir)
     onnx = partition_model_path(b)
@@ -134,13 +136,15 @@ def make_metadata(build_dir: Path, cfg) -> dict:
                           f"{len(model.graph.input)} inputs, {len(model.graph.output)} outputs")
     tasks = []
     for t in meta["tasks"]:
-        spec = get_task(t["name"])
+        # the task as the model's metadata declares it (older metadata: a built-in task)
+        spec = task_spec(t)
+        pre = medimage.Preprocess.from_dict(t.get("preprocess")).to_dict()
         tasks.append({"name": t["name"], "classes": list(t["classes"]), "slice": t["slice"],
                       "negative_class": t.get("negative_class"),
                       "native_channels": spec.channels, "source_format": spec.fmt,
                       "native_size": spec.size,
                       # as trained; absent in the model's metadata: trained without any
-                      "preprocess": medimage.Preprocess.from_dict(t.get("preprocess")).to_dict()})
+                      "preprocess": pre, "task": dict(spec.to_dict(), preprocess=pre)})
     for t, entry in zip(meta["tasks"], tasks):  # the decision fitted on validation, if any
         if t.get("decision") is not None:
             try:
@@ -254,7 +258,7 @@ def make_samples(build_dir: Path, cfg, md: dict, per_class: int, root, data_dir=
         # at the model size (the runtime's resize to it is then the identity).
         on_grid = t["source_format"] == "npz" or t["preprocess"]["crop"]
         nat_size = t["native_size"] if on_grid else size
-        nat, labels, _ = load_images(t["name"], v.split, v.images_per_task, nat_size,
+        nat, labels, _ = load_images(t, v.split, v.images_per_task, nat_size,
                                      t["native_channels"], root_data, seed=v.seed,
                                      preprocess={})
         if len(nat) != len(idx):
@@ -281,9 +285,9 @@ def make_samples(build_dir: Path, cfg, md: dict, per_class: int, root, data_dir=
                            "checked_against_rtlsim": i in rtl_images}))
         if missing:
             names = ", ".join(t["classes"][c] for c in missing)
-            all_nat, all_lab, src = load_images(t["name"], v.split, sys.maxsize, nat_size,
+            all_nat, all_lab, src = load_images(t, v.split, sys.maxsize, nat_size,
                                                 t["native_channels"], root_data, preprocess={})
-            all_in, all_lab2, _ = load_images(t["name"], v.split, sys.maxsize, size, ch,
+            all_in, all_lab2, _ = load_images(t, v.split, sys.maxsize, size, ch,
                                               root_data, preprocess=t["preprocess"])
             if not np.array_equal(all_lab, all_lab2):
                 raise DeployError(f"{t['name']}: the {v.split!r} split's labels differ between "
@@ -317,7 +321,8 @@ def make_samples(build_dir: Path, cfg, md: dict, per_class: int, root, data_dir=
         items.sort(key=lambda it: it[4])  # class order (stable: verification order within)
         (root / "samples" / t["name"]).mkdir(parents=True, exist_ok=True)
         for j, (a, want, acc, lg, lab, src_info) in enumerate(items):
-            rel = f"samples/{t['name']}/{j:02d}_{t['classes'][lab].replace(' ', '_')}.png"
+            cls = t['classes'][lab].replace(' ', '_').replace('/', '_').replace('\\', '_')
+            rel = f"samples/{t['name']}/{j:02d}_{cls}.png"
             Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(root / rel)
             got = runtime_inputs.from_file(root / rel, t, size, ch)
             if not np.array_equal(got, want):
