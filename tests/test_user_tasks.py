@@ -6,6 +6,8 @@ FINN build and the deploy package, which read the task from the run, not the reg
 import io
 import json
 import re
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -68,6 +70,31 @@ def _cfg(tmp_path, *tasks, **over):
 def _cxr_pool(tmp_path):
     return {"name": "my_cxr", "path": str(_write(tmp_path / "cxr", CXR)), "format": "image_dir",
             "negative_class": "NORMAL", "val_split": {"by": "patient", "pattern": PATIENT}}
+
+
+def _dicom_cxr_pool(tmp_path):
+    """The chest X-rays as a scanner would give them: DICOM files (written with pydicom from
+    the real images' pixels), MONOCHROME2 and MONOCHROME1, 8 and 16 bit, with and without a
+    rescale; the same patient-carrying names with .dcm."""
+    from PIL import Image
+    from test_image_formats import _dicom
+
+    files = {}
+    for i, (name, payload) in enumerate(sorted(CXR.items())):
+        p = np.asarray(Image.open(io.BytesIO(payload)).convert("L"))
+        p16 = p.astype(np.uint16) * 257
+        dcm = [lambda: _dicom(p, "MONOCHROME2", 8),
+               lambda: _dicom(255 - p, "MONOCHROME1", 8),
+               lambda: _dicom(p16, "MONOCHROME2", 16, WindowCenter=32768, WindowWidth=65536),
+               lambda: _dicom(65535 - p16, "MONOCHROME1", 16, WindowCenter=32768,
+                              WindowWidth=65536),
+               lambda: _dicom(p.astype(np.int16) * 16 - 2048, "MONOCHROME2", 12,
+                              RescaleSlope="0.0625", RescaleIntercept=128, WindowCenter=128,
+                              WindowWidth=256)][i % 5]()
+        files[name.rsplit(".", 1)[0] + ".dcm"] = dcm
+    return {"name": "my_cxr", "path": str(_write(tmp_path / "cxr", files)),
+            "format": "image_dir", "negative_class": "NORMAL",
+            "val_split": {"by": "patient", "pattern": PATIENT}}
 
 
 def _labels_fit_folders(split, classes):
@@ -265,10 +292,12 @@ def test_declaration_field_errors(tmp_path, field, value, msg):
 
 # ------------------------------------------------- train -> export -> build -> deploy package
 
-def test_user_task_trains_exports_builds_and_packages(tmp_path, monkeypatch):
-    """A run on tasks the registry does not know (a folder pool and a .tar of split folders):
-    the export's metadata, the FINN build's verification images and the deploy package all
-    come from the task declarations stored with the run."""
+def test_user_tasks_of_dicom_and_jpeg_train_export_build_and_pass_selftest_on_simulated_overlay(tmp_path, monkeypatch):
+    """A run on tasks the registry does not know (a folder pool of DICOM files and a .tar of
+    split folders of JPEGs): the export's metadata, the FINN build's verification images and
+    the deploy package all come from the task declarations stored with the run, and the
+    package's own runtime passes its selftest on the simulated overlay (its samples through
+    the build's RTL in Verilator, equal to the python golden)."""
     from brevitas_models.export import export_run
     from brevitas_models.train import train
     from deploy.host.package import build_package
@@ -282,7 +311,7 @@ def test_user_task_trains_exports_builds_and_packages(tmp_path, monkeypatch):
             "pituitary/Te-pi_0014.jpg")
     mri = {f"{'Testing' if k in test else 'Training'}/{k}": v for k, v in MRI.items()}
     tar = _tar(tmp_path / "mri.tar", mri)
-    cfg = _cfg(tmp_path, _cxr_pool(tmp_path),
+    cfg = _cfg(tmp_path, _dicom_cxr_pool(tmp_path),
                {"name": "my_mri", "path": str(tar), "format": "image_dir",
                 "preprocess": {"crop": True, "normalize": "stretch"}})
     assert not set(cfg.data.task_names) & set(TASKS)
@@ -322,3 +351,13 @@ def test_user_task_trains_exports_builds_and_packages(tmp_path, monkeypatch):
         for c in t["classes"]:
             assert any(m.startswith(f"{bcfg.name}/samples/{t['name']}/") and m.endswith(
                 f"_{c}.png") for m in members), (t["name"], c)
+    with tarfile.open(arc) as tf:
+        tf.extractall(tmp_path / "unpacked", filter="data")
+    pkg = tmp_path / "unpacked" / bcfg.name
+    r = subprocess.run([sys.executable, "-m", "deploy.pynq.cli", "selftest", "--simulate-build",
+                        str(Path(bcfg.out_dir).resolve())], cwd=pkg, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    st = json.loads(r.stdout)
+    assert st["status"] == "pass" and st["passed"] == st["images"] >= 6
+    assert {x["task"] for x in st["results"]} == {"my_cxr", "my_mri"}
