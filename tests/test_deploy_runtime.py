@@ -648,28 +648,33 @@ def test_mnv2_package_selftest_and_classify_chest_xray_and_mri_on_simulated_over
 
 # ---------------------------------------------------------------------------- (f) host predict
 
+@pytest.mark.parametrize("arch", ["mlp", "mnv2"])
 def test_medzoo_predict_gives_the_board_classify_output_on_simulated_overlay(tiny, overlay,
                                                                             tmp_path, capsys,
-                                                                            monkeypatch):
-    """simulated_overlay: the run behind the tiny mlp build (its model, the untrained
-    BN-calibrated one the build exported, saved as a run: best.pt + config.yaml, then `medzoo
-    export`) -> `medzoo predict` on the package's real test images of every task gives the
-    labels the packaged runtime's `classify` gives through the Verilator RTL; `--qonnx
-    --with-acc` gives the build's python golden accumulators (samples/expected.json) and the
-    board's CSV byte for byte (the same rows and rendering, medimage.results)."""
+                                                                            monkeypatch, arch):
+    """simulated_overlay: the run behind a tiny build (the MedMNIST MLP; the MobileNetV2-lite
+    on chest X-ray + brain MRI files) (its model, the untrained BN-calibrated one the build
+    exported, saved as a run: best.pt + config.yaml, then `medzoo export`) -> `medzoo
+    predict` on the package's real test images of every task gives the labels the packaged
+    runtime's `classify` gives through the Verilator RTL; `--qonnx --with-acc` gives the
+    build's python golden accumulators (samples/expected.json) and the board's CSV byte for
+    byte (the same rows and rendering, medimage.results)."""
     import torch
     import yaml
-    from conftest import tiny_config
 
     from brevitas_models.cli import main as medzoo
+    from brevitas_models.config import config_from_dict
     from brevitas_models.train import quant_signature
     from finn_build.model_io import build_untrained
 
-    cfg, rep, pkg = tiny("mlp")
-    overlay("mlp")  # compiled once here; the subprocesses find it in the cache
-    model, _ = build_untrained(cfg.model.untrained, cfg.verify.data_root)
-    run = tiny_config(tmp_path, "mlp", name="behind_build")  # the build's model section
-    assert run.data.tasks == cfg.model.untrained.tasks
+    cfg, rep, pkg = tiny(arch)
+    overlay(arch)  # compiled once here; the subprocesses find it in the cache
+    u = cfg.model.untrained
+    model, _ = build_untrained(u, cfg.verify.data_root)
+    # the build's model section as a run (the tasks' default preprocessing, as the build's)
+    run = config_from_dict({"name": "behind_build", "seed": 0, "out_dir": str(tmp_path / "runs"),
+                            "data": {"tasks": list(u.tasks), "size": u.input_size},
+                            "model": dict(u.model)})
     run.run_dir.mkdir(parents=True)
     torch.save({"model": model.state_dict(), "config": run.to_dict(), "epoch": 0,
                 "quant_signature": quant_signature(model)}, run.run_dir / "best.pt")
