@@ -292,9 +292,10 @@ def test_declaration_field_errors(tmp_path, field, value, msg):
 
 # ------------------------------------------------- train -> export -> build -> deploy package
 
-def test_user_tasks_of_dicom_and_jpeg_train_export_build_and_pass_selftest_on_simulated_overlay(tmp_path, monkeypatch):
-    """A run on tasks the registry does not know (a folder pool of DICOM files and a .tar of
-    split folders of JPEGs): the export's metadata, the FINN build's verification images and
+def test_user_tasks_train_export_build_and_pass_selftest_on_simulated_overlay(tmp_path,
+                                                                               monkeypatch):
+    """A run on tasks the registry does not know (a folder pool of DICOM files, a .tar of
+    split folders of JPEGs, a CSV manifest with split and patient columns): the export's metadata, the FINN build's verification images and
     the deploy package all come from the task declarations stored with the run, and the
     package's own runtime passes its selftest on the simulated overlay (its samples through
     the build's RTL in Verilator, equal to the python golden)."""
@@ -311,9 +312,16 @@ def test_user_tasks_of_dicom_and_jpeg_train_export_build_and_pass_selftest_on_si
             "pituitary/Te-pi_0014.jpg")
     mri = {f"{'Testing' if k in test else 'Training'}/{k}": v for k, v in MRI.items()}
     tar = _tar(tmp_path / "mri.tar", mri)
+    _write(tmp_path / "imgs", {f"mri/{k}": v for k, v in MRI.items()})
+    rows = ["path,label,split,patient"] + [
+        f"mri/{k},{k.split('/')[0]},{'test' if k in test else 'train'},p{i // 2}"
+        for i, k in enumerate(sorted(MRI))]
+    (tmp_path / "imgs" / "labels.csv").write_text("\n".join(rows) + "\n")
     cfg = _cfg(tmp_path, _dicom_cxr_pool(tmp_path),
                {"name": "my_mri", "path": str(tar), "format": "image_dir",
-                "preprocess": {"crop": True, "normalize": "stretch"}})
+                "preprocess": {"crop": True, "normalize": "stretch"}},
+               {"name": "my_mri_csv", "path": str(tmp_path / "imgs" / "labels.csv"),
+                "format": "csv", "val_split": {"by": "patient", "fraction": 0.2}})
     assert not set(cfg.data.task_names) & set(TASKS)
     lines = []
     summary = train(cfg, progress=False, log=lines.append)
@@ -337,7 +345,7 @@ def test_user_tasks_of_dicom_and_jpeg_train_export_build_and_pass_selftest_on_si
     brep = run_build(bcfg, echo=lambda *a, **k: None)
     assert brep["status"] == "ok"
     res = json.loads((Path(bcfg.out_dir) / "verification" / "results.json").read_text())
-    assert {i["task"] for i in res["images"]} == {"my_cxr", "my_mri"}
+    assert {i["task"] for i in res["images"]} == {"my_cxr", "my_mri", "my_mri_csv"}
     assert {i["source"] for i in res["images"]} >= {"mri.tar"}
 
     arc = build_package(bcfg.out_dir, bcfg, tmp_path / "pkg")
@@ -360,4 +368,4 @@ def test_user_tasks_of_dicom_and_jpeg_train_export_build_and_pass_selftest_on_si
     assert r.returncode == 0, r.stdout + r.stderr
     st = json.loads(r.stdout)
     assert st["status"] == "pass" and st["passed"] == st["images"] >= 6
-    assert {x["task"] for x in st["results"]} == {"my_cxr", "my_mri"}
+    assert {x["task"] for x in st["results"]} == {"my_cxr", "my_mri", "my_mri_csv"}
