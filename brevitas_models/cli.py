@@ -3,7 +3,7 @@
   medzoo train    CONFIG.yaml [--set train.epochs=3 ...] [--data-dir DIR] [--restart]
   medzoo evaluate CONFIG.yaml|RUN_DIR [--split val|test]
   medzoo export   CONFIG.yaml|RUN_DIR [--check-images 32]
-  medzoo audit    TASK [TASK...] [--size 64] [--split train] [--preprocess default|none]
+  medzoo audit    TASK|CONFIG.yaml [...] [--size 64] [--split train] [--preprocess default|none]
                   [--data-dir DIR] [--json]
   medzoo predict  RUN_DIR|CONFIG.yaml FILE_OR_FOLDER... [--task T] [--qonnx]
                   [--format json|csv] [--out FILE] [--recursive] [--with-acc] [--strict]
@@ -104,9 +104,14 @@ def cmd_export(args):
 
 def cmd_audit(args):
     from .shortcut_audit import audit_task, format_table
+    from .train import tasks_of
+
+    tasks = []
+    for t in args.tasks:  # a built-in task's name, or a training config: its tasks
+        tasks += tasks_of(load_config(t)) if t.endswith((".yaml", ".yml")) else [t]
     results = [audit_task(t, root=args.data_dir, size=args.size, split=args.split,
                           preprocess={} if args.preprocess == "none" else None)
-               for t in args.tasks]
+               for t in tasks]
     print(json.dumps(results, indent=1) if args.json else format_table(results))
 
 
@@ -156,7 +161,8 @@ def main(argv=None):
     p.add_argument("--check-images", type=int, default=32, help="test images per task")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("audit", help="shortcut audit: can the label be told from image style?")
-    p.add_argument("tasks", nargs="+")
+    p.add_argument("tasks", nargs="+", help="built-in task names, or training configs (.yaml): "
+                   "their tasks, your own declared ones included")
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--split", default="train", choices=["train", "val", "test"])
     p.add_argument("--preprocess", default="default", choices=["default", "none"],

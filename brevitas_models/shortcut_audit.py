@@ -225,20 +225,23 @@ def audit(images: np.ndarray, labels, class_names, seed: int = 0, folds: int = F
             "pairs": pairs, "warnings": warnings}
 
 
-def audit_task(name: str, root=None, size: int = 64, split: str = "train", seed: int = 0,
+def audit_task(task, root=None, size: int = 64, split: str = "train", seed: int = 0,
                preprocess=None) -> dict:
-    """The audit of one task's ``split``, loaded as the models see it (gray, ``size`` px,
-    duplicates removed as ``load_task`` does, ``preprocess`` as ``load_task`` takes it: None =
-    the task's default), with the data report of the load."""
+    """The audit of one task's ``split`` (a built-in task's name or a ``TaskSpec``, e.g. one
+    declared in a config), loaded as the models see it (gray, ``size`` px, duplicates removed
+    as ``load_task`` does, ``preprocess`` as ``load_task`` takes it: None = the task's
+    default), with the data report of the load."""
     from .data import load_task
     from .tasks import get_task
 
-    splits, report = load_task(name, root=root, size=size, channels=1, with_report=True,
+    spec = task if not isinstance(task, str) else get_task(task)
+    name = spec.name
+    splits, report = load_task(spec, root=root, size=size, channels=1, with_report=True,
                                preprocess=preprocess)
     if split not in splits:
         raise ValueError(f"task {name!r} has no split {split!r} (has {sorted(splits)})")
     data = splits[split]
-    result = audit(data.images, data.labels, get_task(name).classes, seed=seed)
+    result = audit(data.images, data.labels, spec.classes, seed=seed)
     result["warnings"] = [f"{name}: {w}" for w in result["warnings"]]
     return {"task": name, "split": split, "size": size, "preprocess": report["preprocess"],
             **result, "data_report": report}

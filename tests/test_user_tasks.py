@@ -369,3 +369,18 @@ def test_user_tasks_train_export_build_and_pass_selftest_on_simulated_overlay(tm
     st = json.loads(r.stdout)
     assert st["status"] == "pass" and st["passed"] == st["images"] >= 6
     assert {x["task"] for x in st["results"]} == {"my_cxr", "my_mri", "my_mri_csv"}
+
+
+def test_shortcut_audit_of_a_declared_task(tmp_path, capsys):
+    """`medzoo audit CONFIG.yaml` audits the config's own tasks (the data report of issue 13
+    for a user's folder), built-in names still work alongside."""
+    from brevitas_models.cli import main as medzoo
+
+    decl = _cxr_pool(tmp_path)
+    cfg_file = tmp_path / "mine.yaml"
+    cfg_file.write_text(yaml.safe_dump({"name": "mine", "data": {"tasks": [decl]}}))
+    assert medzoo(["audit", str(cfg_file), "--size", "32", "--json"]) in (0, None)
+    res = json.loads(capsys.readouterr().out)
+    assert [r["task"] for r in res] == ["my_cxr"]
+    assert res[0]["data_report"] and res[0]["pairs"]
+    assert {c for p in res[0]["pairs"] for c in p["classes"]} == {"NORMAL", "PNEUMONIA"}
