@@ -58,7 +58,9 @@ def _md(report: dict) -> str:
         L.append(f"- estimated: {e['est_fps']:.0f} FPS, latency {e['est_latency_us']:.2f} us, "
                  f"LUT {e['est_lut']:.0f}, BRAM18 {e['est_bram18']:.0f}, DSP {e['est_dsp']:.0f} "
                  f"(finn-plus uncorrected: LUT {e['finn_lut']:.0f}, DSP {e['finn_dsp']:.0f}); "
-                 f"bottleneck {e['bottleneck']}")
+                 f"bottleneck {e['bottleneck']}" + (
+                     f"; {e['macs_per_image']:,} MACs/image = {e['est_macs_per_cycle']} MAC/cycle"
+                     if e.get("macs_per_image") else ""))
         L.append(f"- FIFOs: {e.get('fifo_depths')}; " + (
             f"measured (Verilator, FIFOs as built): {e['measured_fps']:.0f} FPS, "
             f"{e['measured_cycles_per_image']:.0f} cycles/image vs {e['max_cycles']} estimated"

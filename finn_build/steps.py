@@ -530,6 +530,11 @@ def step_estimates(model, build):
         "est_dsp": res["total"]["dsp"], "est_uram": res["total"]["uram"],
         "finn_lut": res["total_finn"]["lut"], "finn_bram18": res["total_finn"]["bram18"],
         "finn_dsp": res["total_finn"]["dsp"], "fits": ok}
+    # multiply-accumulates per image: FINN's op counts of the MVAU/VVAU nodes, all bit widths
+    macs = int(sum(v for k, v in (ops.get("total") or {}).items() if k.startswith("op_mac")))
+    if macs:
+        build.state.estimates.update(macs_per_image=macs,
+                                     est_macs_per_cycle=round(macs / perf["max_cycles"], 1))
     if not ok:
         raise DoesNotFitError(
             f"estimated resources do not fit {board.name} within max_utilization: "

@@ -55,6 +55,15 @@ def test_tiny_mlp_all_rtl_and_verified(tiny_mlp):
     assert host["dataflow_input"]["dtype"] == "UINT8"
     e = rep["estimates"]
     assert e["est_fps"] > 0 and e["fits"] and e["est_dsp"] <= 220
+    # an MLP does one MAC per weight per image: MACs/image = the MVAUs' weights
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(next((out / "intermediate").glob("*_estimates.onnx")))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    weights = sum(inits[n.input[1]].size for n in m.graph.node if n.op_type.startswith("MVAU"))
+    assert e["macs_per_image"] == weights > 0
+    assert e["est_macs_per_cycle"] == pytest.approx(weights / e["max_cycles"], abs=0.1)
     for name in rep["step_times"]:
         assert any(a.endswith(f"_{name}.onnx") for a in rep["artifacts"]), name
     assert (out / "report" / "folding_config.json").exists()
