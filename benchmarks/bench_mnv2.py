@@ -54,9 +54,11 @@ def run_config(name: str, seed: int, out_dir: str):
                                         "train": {"threads": 1}}), name)
 
 
-def study_records(name: str, cfg, split: str, data) -> list[dict]:
+def study_records(name: str, cfg, split: str, data, commit: str) -> list[dict]:
     recs = records_for("new", cfg, split, *evaluate(cfg, split, data))
-    return [dict(r, study=STUDY, mode=GRID[name][0], variant=name) for r in recs]
+    # each run keeps the commit it was evaluated at (runs go over several processes)
+    return [dict(r, study=STUDY, mode=GRID[name][0], variant=name, git_commit=commit)
+            for r in recs]
 
 
 def cnn_records(seed: int) -> list[dict]:
@@ -108,7 +110,9 @@ def write_outputs(records: list[dict], command: str, commit: str, seed: int) -> 
            "brain_mri at 64x64 gray, one change per row; the CNN rows are "
            f"bench_generalization's `new` recipe at the same seed ({seed}). Official test "
            "splits, each model chosen by early stopping on validation, scored by the decision "
-           "fitted on validation (what the board applies). One seed. Records: "
+           "fitted on validation (what the board applies). One seed; each record has the "
+           "commit it was evaluated at (`xray_mri_mnv2`, the run the hardware builds use, was "
+           "trained at b3ae500 with the same training code). Records: "
            f"`benchmarks/results/accuracy.json` (`study: {STUDY}`).\n\n"
            + "\n".join(target_lines(records)))
     harness.publish(results, RESULTS, "MobileNetV2-lite: chest X-ray + brain MRI",
@@ -134,7 +138,7 @@ def main(argv=None) -> int:
         cfg = run_config(name, args.seed, args.out_dir)
         data = load_data(cfg)
         train(cfg, data=data, progress=False)
-        new = [r for s in ("val", "test") for r in study_records(name, cfg, s, data)]
+        new = [r for s in ("val", "test") for r in study_records(name, cfg, s, data, commit)]
         # re-read: another process may have added its runs meanwhile (runs split over two)
         old = harness.read_results(RESULTS) or {"records": []}
         records = [r for r in old["records"] if r.get("study") == STUDY
