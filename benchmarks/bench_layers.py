@@ -395,9 +395,8 @@ def run_layer(layer: str, cfgs: list, workdir: Path, n_inputs: int) -> list:
     from finn_build.rtlsim.stitch import nodes_top
 
     model = MODELS[layer](cfgs) if layer in MODELS else stream_model(layer, cfgs)
+    # (depthwise windows with SIMD < C: in the RTL's channel-fold-first order)
     ctxs = flow.golden_context(model, random_inputs(model, n_inputs))
-    for node in model.graph.node:
-        _depthwise_window_order(node, getCustomOp(node), ctxs)
     design = generate_hdl(model, workdir / "hdl", PART, CLK_NS)
     one = flow.simulate_nodes(model, design, ctxs[:1], stall=0.0)
     many = flow.simulate_nodes(model, design, ctxs, stall=0.0)
@@ -475,24 +474,6 @@ def run_layer(layer: str, cfgs: list, workdir: Path, n_inputs: int) -> list:
               f"cycles {measured:.1f} / {expected}, bit_exact {rec['bit_exact']}", flush=True)
         recs.append(rec)
     return recs
-
-
-def _depthwise_window_order(node, inst, ctxs) -> None:
-    """A depthwise sliding window with SIMD < channels streams its windows channel-fold
-    first, (OH, OW, C/SIMD, KH, KW, SIMD), the order the VVAU reads (FINN's
-    ConvolutionInputGenerator_rtl documents it); FINN's python execution (Im2Col) gives
-    (OH, OW, KH, KW, C). Reorder the golden output to the layout the RTL is specified for."""
-    if not (node.op_type == "ConvolutionInputGenerator_rtl" and inst.get_nodeattr("depthwise")
-            and inst.get_nodeattr("SIMD") < inst.get_nodeattr("IFMChannels")):
-        return
-    kh, kw = inst.get_nodeattr("ConvKernelDim")
-    simd = inst.get_nodeattr("SIMD")
-    cf = inst.get_nodeattr("IFMChannels") // simd
-    for ctx in ctxs:
-        y = ctx[node.output[0]]
-        n, oh, ow, _ = y.shape
-        ctx[node.output[0]] = (y.reshape(n, oh, ow, kh, kw, cf, simd)
-                               .transpose(0, 1, 2, 5, 3, 4, 6).reshape(y.shape))
 
 
 def _synth_cached(design, files, top: str, text: str, out: Path) -> dict:

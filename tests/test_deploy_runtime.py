@@ -724,3 +724,26 @@ def test_medzoo_predict_gives_the_board_classify_output_on_simulated_overlay(tin
         # the QONNX export's host ops are the build's: the very CSV the board writes
         assert host["qonnx", "csv"] == board["csv"], task
         assert host["pytorch", "csv"].splitlines()[0] == board["csv"].splitlines()[0]
+
+
+def test_demo_ends_with_each_package_diagnosing_every_class_on_simulated_overlay(tiny, overlay,
+                                                                               tmp_path):
+    """simulated_overlay: the end of `make demo` (deploy/host/demo.py) on the tiny MLP build:
+    the package with one real test image per class, unpacked, its own selftest through the
+    RTL; the printed lines name every image with the board's diagnosis, all equal to the
+    golden."""
+    from deploy.host import demo
+
+    cfg, _, _ = tiny("mlp")
+    overlay("mlp")  # compiled once; the package's subprocess finds it in the cache
+    st = demo.demo_build(cfg, tmp_path / "deploy", log=lambda *a, **k: None)
+    assert st["status"] == "pass" and st["runtime"].startswith(str(tmp_path / "deploy"))
+    meta = json.loads((tmp_path / "deploy" / cfg.name / "metadata.json").read_text())
+    every = {(t["name"], c) for t in meta["tasks"] for c in t["classes"]}
+    assert {(r["task"], r["true_label"]) for r in st["results"]} == every
+    assert st["images"] == len(every)  # one image per class
+    lines = demo.report(st)
+    assert len(lines) == len(every) + 2 and lines[-1].startswith(f"{len(every)}/{len(every)} "
+                                                                  "images equal")
+    assert all(line.rstrip().endswith("equal") for line in lines[1:-1])
+

@@ -76,18 +76,23 @@ def main(argv=None) -> int:
     ok = True
     for path in a.configs:
         try:
-            cfg = load_build_config(path)
-            archive = build_package(cfg.out_dir, cfg, a.out_dir, per_class=1)
-            pkg = unpack(archive, Path(a.out_dir))
-            print(f"\n== {cfg.name}: package {archive}, unpacked in {pkg}; its runtime on the "
-                  "simulated accelerator (Verilator RTL of the build)", flush=True)
-            st = run_selftest(pkg, Path(cfg.out_dir))
+            st = demo_build(load_build_config(path), Path(a.out_dir))
         except (DeployError, BuildConfigError, FileNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         print("\n".join(report(st)), flush=True)
         ok &= st["status"] == "pass"
     return 0 if ok else 1
+
+
+def demo_build(cfg, out_dir: Path, log=print) -> dict:
+    """One finished build: package (a test image per class), unpack, the package's selftest
+    on the simulated accelerator -> the selftest's result."""
+    archive = build_package(cfg.out_dir, cfg, out_dir, per_class=1)
+    pkg = unpack(archive, out_dir)
+    log(f"\n== {cfg.name}: package {archive}, unpacked in {pkg}; its runtime on the "
+        "simulated accelerator (Verilator RTL of the build)", flush=True)
+    return run_selftest(pkg, Path(cfg.out_dir))
 
 
 if __name__ == "__main__":

@@ -65,10 +65,10 @@ this unit). The build's goldens (``insert_dwc_fifo`` verification, ``rtlsim.flow
 .golden_context``) therefore let the VVAU read its sliding window's tensor directly
 (``golden_vvau_inputs`` below). The build infers VVAU nodes in ``convert_to_hw`` and folds
 each with its depthwise sliding window (``fold_space`` below: window SIMD = VVAU PE).
-Not handled (not tested): node-by-node simulation (``rtlsim.node_by_node``) of a depthwise
-sliding window / VVAU with SIMD < Channels / PE < Channels compares a depthwise-order stream
-with a plain-Im2Col python tensor and is not expected to match; the stitched simulation is
-unaffected.
+Node-by-node and gate-level ("nodes") simulation of a depthwise sliding window / VVAU with
+SIMD < Channels: the golden holds the window's stream in the RTL's channel-fold-first order
+(``layers.swg.depthwise_stream_order``), so each node alone is compared like with like
+(``tests/test_layers_vvau.py``).
 """
 from __future__ import annotations
 

@@ -26,10 +26,12 @@ def prepare(model, workdir, fpgapart: str, clk_ns: float) -> HDLDesign:
 
 
 def golden_context(model, inputs: list) -> list:
-    """[{tensor: array}] per input (``inputs``: [{graph input name: array}] or [array])."""
+    """[{tensor: array}] per input (``inputs``: [{graph input name: array}] or [array]);
+    depthwise window streams in the RTL's order (``layers.swg.depthwise_stream_order``)."""
     from finn.core.onnx_exec import execute_onnx
     from finn.util.verification import despecialize_model
 
+    from ..layers.swg import depthwise_stream_order
     from ..layers.vvau import golden_vvau_inputs
 
     # depthwise layers behind a FIFO / DWC: FINN's VVAU golden needs its sliding window as
@@ -41,6 +43,7 @@ def golden_context(model, inputs: list) -> list:
             iname = model.graph.input[0].name
             x = {iname: np.asarray(x, np.float32).reshape(model.get_tensor_shape(iname))}
         ctxs.append(execute_onnx(ref, x, True))
+    depthwise_stream_order(model, ctxs)  # the streams as the RTL orders them
     return ctxs
 
 
