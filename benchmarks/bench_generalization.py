@@ -135,12 +135,7 @@ def target_lines(records: list[dict]) -> list[str]:
 
 
 def write_outputs(records: list[dict], command: str, commit: str) -> None:
-    old = harness.read_results(RESULTS) or {"records": [], "command": ""}
-    # bench_accuracy's records keep the commit they ran at (the file's commit becomes ours)
-    others = [dict(r, git_commit=r.get("git_commit", old.get("git_commit")))
-              for r in old["records"] if r.get("study") != STUDY]
-    commands = [c for c in old["command"].split("; ") if c and c != command] + [command]
-    results = harness.record_set(others + records, "; ".join(commands), commit=commit)
+    results = harness.study_record_set(RESULTS, STUDY, records, command, commit)
     pre = (f"{harness.provenance_text(results)}: CNN w4a4 at 64x64 gray on chest_xray (Kermany, patient-wise "
            "validation carved from train) + brain_mri (Nickparvar, de-duplicated, leaked test "
            "images dropped), multi-task; official test splits, each model chosen by early "

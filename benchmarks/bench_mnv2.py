@@ -100,11 +100,7 @@ def target_lines(records: list[dict]) -> list[str]:
 
 
 def write_outputs(records: list[dict], command: str, commit: str, seed: int) -> None:
-    old = harness.read_results(RESULTS) or {"records": [], "command": ""}
-    others = [dict(r, git_commit=r.get("git_commit", old.get("git_commit")))
-              for r in old["records"] if r.get("study") != STUDY]
-    commands = [c for c in old["command"].split("; ") if c and c != command] + [command]
-    results = harness.record_set(others + records, "; ".join(commands), commit=commit)
+    results = harness.study_record_set(RESULTS, STUDY, records, command, commit)
     pre = (f"{harness.provenance_text(results)}: MobileNetV2-lite (`configs/xray_mri_mnv2.yaml`, "
            "trained from scratch: no pretrained weights are reachable here) on chest_xray + "
            "brain_mri at 64x64 gray, one change per row; the CNN rows are "

@@ -75,6 +75,17 @@ def keep_other_records(out_path, records: list, key, command: str):
     return kept + records, f"{old['command']}; {command}"
 
 
+def study_record_set(path, study: str, records: list, command: str, commit: str) -> dict:
+    """The records of one study in a results file that several drivers share (accuracy.json:
+    bench_accuracy, bench_generalization, bench_mnv2): the other studies' records stay, each
+    with the commit it ran at; the commands of every contribution are kept."""
+    old = read_results(path) or {"records": [], "command": ""}
+    others = [dict(r, git_commit=r.get("git_commit", old.get("git_commit")))
+              for r in old["records"] if r.get("study") != study]
+    commands = [c for c in old["command"].split("; ") if c and c != command] + [command]
+    return record_set(others + records, "; ".join(commands), commit=commit)
+
+
 def publish(results: dict, out_path, section: str, table_md: str, preamble: str,
             results_md=RESULTS_MD) -> None:
     """Write ``results`` to ``out_path`` and replace section ``section`` of ``results_md``

@@ -29,6 +29,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from medimage.results import positive_int
+
 from .config import ConfigError, load_config, merge, parse_override
 
 
@@ -126,17 +128,6 @@ def cmd_predict(args):
                          note=lambda m: print(m, file=sys.stderr))
 
 
-def _count(text: str) -> int:
-    """argparse type: a whole number >= 1."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
-    return n
-
-
 def main(argv=None):
     warnings.filterwarnings("ignore", category=UserWarning)
     ap = argparse.ArgumentParser(prog="medzoo", description=__doc__,
@@ -182,7 +173,7 @@ def main(argv=None):
     p.add_argument("--format", choices=("json", "csv"), default="json")
     p.add_argument("--out", help="output file (default: stdout)")
     p.add_argument("--recursive", action="store_true", help="also images in subfolders")
-    p.add_argument("--chunk", type=_count, default=256, help="images decoded at a time")
+    p.add_argument("--chunk", type=positive_int, default=256, help="images decoded at a time")
     p.add_argument("--strict", action="store_true", help="stop at the first unreadable input "
                    "(exit 2, no output) instead of reporting it in its row")
     p.add_argument("--with-acc", action="store_true", help="include the integer accumulators "

@@ -257,6 +257,20 @@ def render(res: list, classes, fmt: str, head: dict) -> str:
 
 # ------------------------------------------------------------------------------- output
 
+def positive_int(text: str) -> int:
+    """argparse type of both CLIs: a whole number >= 1 (0 or negative chunks / batches /
+    repeats mean nothing)."""
+    import argparse
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
+    return n
+
+
 def check_out(dest):
     """--out must name a file in an existing folder; checked before any work is done."""
     if dest in (None, "-"):

@@ -19,6 +19,7 @@ from brevitas_models import data
 from brevitas_models.config import ConfigError, config_from_dict, load_config
 from brevitas_models.tasks import BUILTIN, TASKS, TaskSection, get_task, spec_from_dict
 from brevitas_models.train import load_data, tasks_of
+from test_data import _write_tar
 
 FIXTURES = data.data_root() / "tiny_fixtures.tar"
 # Kermany names: the patient is personNNN or [NORMAL2-]IM-NNNN
@@ -46,15 +47,6 @@ def _write(root: Path, files: dict) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(payload)
     return root
-
-
-def _tar(path: Path, files: dict) -> Path:
-    with tarfile.open(path, "w") as tf:
-        for name, payload in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(payload)
-            tf.addfile(info, io.BytesIO(payload))
-    return path
 
 
 def _cfg(tmp_path, *tasks, **over):
@@ -137,7 +129,7 @@ def test_split_folders_in_a_tar_with_a_top_folder(tmp_path):
     files = {f"mri/{'Testing' if i % 3 == 0 else 'Training'}/{k}": v
              for i, (k, v) in enumerate(items)}
     files["mri/README.txt"] = b"notes, skipped"
-    tar = _tar(tmp_path / "mri.tar", files)
+    tar = _write_tar(tmp_path / "mri.tar", files)
     cfg = _cfg(tmp_path, {"name": "my_mri", "path": str(tar), "format": "image_dir"},
                "tiny_pneumoniamnist")
     t = cfg.data.tasks[0]
@@ -311,7 +303,7 @@ def test_user_tasks_train_export_build_and_pass_selftest_on_simulated_overlay(tm
     test = ("glioma/Te-gl_0010.jpg", "meningioma/Te-me_0016.jpg", "notumor/Te-no_0021.jpg",
             "pituitary/Te-pi_0014.jpg")
     mri = {f"{'Testing' if k in test else 'Training'}/{k}": v for k, v in MRI.items()}
-    tar = _tar(tmp_path / "mri.tar", mri)
+    tar = _write_tar(tmp_path / "mri.tar", mri)
     _write(tmp_path / "imgs", {f"mri/{k}": v for k, v in MRI.items()})
     rows = ["path,label,split,patient"] + [
         f"mri/{k},{k.split('/')[0]},{'test' if k in test else 'train'},p{i // 2}"

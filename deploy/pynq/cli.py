@@ -200,17 +200,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def _count(text: str) -> int:
-    """argparse type: a whole number >= 1 (0 or negative chunks/batches/repeats mean nothing)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {n}")
-    return n
-
-
 def main(argv=None) -> int:
     ap = _Parser(prog="python3 -m deploy.pynq.cli", description=__doc__,
                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -219,7 +208,8 @@ def main(argv=None) -> int:
                         "runtime is in)")
     common.add_argument("--simulate-build", metavar="BUILD_DIR", help="HOST ONLY: run against "
                         "the Verilator simulation of this FINN build (board and Vivado faked)")
-    common.add_argument("--batch-size", type=_count, default=16, help="images per DMA transfer")
+    common.add_argument("--batch-size", type=results.positive_int, default=16,
+                        help="images per DMA transfer")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", parents=[common])
     c = sub.add_parser("classify", parents=[common])
@@ -228,14 +218,15 @@ def main(argv=None) -> int:
     c.add_argument("--format", choices=("json", "csv"), default="json")
     c.add_argument("--out", help="output file (default: stdout)")
     c.add_argument("--recursive", action="store_true", help="also images in subfolders")
-    c.add_argument("--chunk", type=_count, default=256, help="images decoded at a time")
+    c.add_argument("--chunk", type=results.positive_int, default=256,
+                   help="images decoded at a time")
     c.add_argument("--strict", action="store_true", help="stop at the first unreadable input "
                    "(exit 2, no output) instead of reporting it in its row")
     c.add_argument("--with-acc", action="store_true", help="include the raw accumulators")
     s = sub.add_parser("selftest", parents=[common])
     s.add_argument("--out")
     t = sub.add_parser("throughput", parents=[common])
-    t.add_argument("--repeats", type=_count, default=3)
+    t.add_argument("--repeats", type=results.positive_int, default=3)
     t.add_argument("--out")
     args = ap.parse_args(argv)
     fn = {"info": cmd_info, "classify": cmd_classify, "selftest": cmd_selftest,
