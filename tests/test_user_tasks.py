@@ -376,3 +376,22 @@ def test_shortcut_audit_of_a_declared_task(tmp_path, capsys):
     assert [r["task"] for r in res] == ["my_cxr"]
     assert res[0]["data_report"] and res[0]["pairs"]
     assert {c for p in res[0]["pairs"] for c in p["classes"]} == {"NORMAL", "PNEUMONIA"}
+
+
+def test_npz_task_declared_like_medmnist(tmp_path):
+    """A MedMNIST-layout npz of the user's (here the tiny PneumoniaMNIST arrays under another
+    name): its splits and labels load as the built-in task's do; `classes: auto` cannot name
+    integer labels, so it is an error that says to list them."""
+    src = data.data_root() / "tiny_pneumoniamnist_28.npz"
+    (tmp_path / "mine.npz").write_bytes(src.read_bytes())
+    decl = {"name": "my_npz", "path": str(tmp_path / "mine.npz"), "format": "npz",
+            "classes": ["normal", "pneumonia"], "channels": 1, "size": 28,
+            "negative_class": "normal"}
+    mine = data.load_task(tasks_of(_cfg(tmp_path, decl))[0], size=28)
+    ref = data.load_task("tiny_pneumoniamnist", size=28)
+    assert sorted(mine) == sorted(ref) == ["test", "train", "val"]
+    for s in ref:
+        assert np.array_equal(mine[s].images, ref[s].images)
+        assert np.array_equal(mine[s].labels, ref[s].labels)
+    with pytest.raises(ConfigError, match=r"classes"):
+        _cfg(tmp_path, dict(decl, classes="auto"))
