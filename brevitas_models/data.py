@@ -238,19 +238,32 @@ def archive_sha256(path: Path) -> str:
     return digest
 
 
-def _tree_cache_path(path: Path, task: TaskSpec, size: int, prefixes, pre: Preprocess) -> Path:
-    """Cache file for this source state: the key changes whenever any member's name, size or
-    content changes. A tar is keyed by its sha256; an unpacked tree by the relative name,
-    size, mtime and ctime of every file under its split folders (a rewrite changes ctime)."""
-    if path.is_dir():
-        source = ["dir", str(path.resolve())]
-        for p in _dir_files(path, prefixes):
+def source_state(path: Path, task: TaskSpec) -> list:
+    """What a task's images depend on, cheap to compute: a tar (or npz) by its sha256; an
+    unpacked tree by the relative name, size, mtime and ctime of every file under its split
+    folders (a rewrite changes ctime); a manifest by its sha256 and the same of every image it
+    lists. The data cache's key, and the build's record of its data (finn_build.data)."""
+    path = Path(path)
+    if task.fmt == "csv":
+        state = ["csv", archive_sha256(path)]
+        for r in read_manifest(path, task.classes):
+            st = (path.parent / r["path"]).stat()
+            state.append([r["path"], st.st_size, st.st_mtime_ns, st.st_ctime_ns])
+    elif path.is_dir():
+        state = ["dir", str(path.resolve())]
+        for p in _dir_files(path, [_prefix(d) for d in (task.split_dirs or {}).values()]):
             st = p.stat()
-            source.append([p.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns,
-                           st.st_ctime_ns])
+            state.append([p.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns,
+                          st.st_ctime_ns])
     else:
-        source = ["tar", archive_sha256(path)]
-    return _cache_file(task, size, source, pre)
+        state = ["tar", archive_sha256(path)]
+    return state
+
+
+def _tree_cache_path(path: Path, task: TaskSpec, size: int, pre: Preprocess) -> Path:
+    """Cache file for this source state: the key changes whenever any member's name, size or
+    content changes (``source_state``)."""
+    return _cache_file(task, size, source_state(path, task), pre)
 
 
 def _cache_file(task: TaskSpec, size: int, source: list, pre: Preprocess) -> Path:
@@ -322,7 +335,7 @@ def load_image_tree(path, task: TaskSpec, size: int | None = None, use_cache: bo
     if not task.split_dirs:
         raise ValueError(f"task {task.name!r} has no split_dirs; it is not an image tree task")
     prefixes = {s: _prefix(d) for s, d in task.split_dirs.items()}
-    cfile = _tree_cache_path(path, task, size, prefixes.values(), pre) if use_cache else None
+    cfile = _tree_cache_path(path, task, size, pre) if use_cache else None
     if cfile is not None and cfile.is_file():
         cached = _load_cache(cfile)
         if cached is not None:
@@ -701,11 +714,7 @@ def load_manifest(path, task: TaskSpec, size: int | None = None, use_cache: bool
     path = Path(path)
     size = size or task.size
     rows = read_manifest(path, task.classes)
-    source = ["csv", archive_sha256(path)]
-    for r in rows:
-        st = (path.parent / r["path"]).stat()
-        source.append([r["path"], st.st_size, st.st_mtime_ns, st.st_ctime_ns])
-    cfile = _cache_file(task, size, source, pre) if use_cache else None
+    cfile = _cache_file(task, size, source_state(path, task), pre) if use_cache else None
     if cfile is not None and cfile.is_file():
         cached = _load_cache(cfile)
         if cached is not None:

@@ -42,24 +42,15 @@ def _load_split(task_json: str, split: str, size: int, channels: int, root: Opti
 
 def source_file(task: TaskSpec, root=None) -> str:
     """The file whose sha256 stands for a task's data (a build records it): the npz or .tar
-    itself; for a folder or a manifest, a listing of its image files (name, size, mtime,
+    itself; for a folder or a manifest, its ``source_state`` (every image's name, size, mtime,
     ctime; the manifest's sha256) written under the data cache."""
-    from brevitas_models.data import _dir_files, _prefix, archive_sha256, cache_dir, read_manifest
+    from brevitas_models.data import cache_dir, source_state
     from brevitas_models.files import write_atomic
 
     src = task_source(task, root)
-    if task.fmt == "csv":
-        rows = [["manifest", archive_sha256(src)]]
-        files = [src.parent / r["path"] for r in read_manifest(src, task.classes)]
-    elif src.is_dir():
-        rows = [["folder", str(src.resolve())]]
-        files = _dir_files(src, [_prefix(d) for d in (task.split_dirs or {}).values()])
-    else:
+    if task.fmt != "csv" and not src.is_dir():
         return str(src)
-    for f in files:
-        st = f.stat()
-        rows.append([str(f), st.st_size, st.st_mtime_ns, st.st_ctime_ns])
-    text = "\n".join(json.dumps(r) for r in rows) + "\n"
+    text = json.dumps(source_state(src, task)) + "\n"
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     out = cache_dir() / "sources" / f"{task.name}-{digest}.txt"
     if not out.is_file():
