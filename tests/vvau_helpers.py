@@ -9,11 +9,12 @@ import numpy as np
 
 
 def vvau_cfg(ch=6, k=3, dim=(5, 5), pe=2, simd=1, idt="UINT4", wdt="INT4", ram_style="auto",
-             seed=0, narrow=True):
+             seed=0, narrow=True, res="lut"):
     """``narrow``: signed weights without the type minimum (as the build's MVAU weights);
-    False: the full range, the minimum included."""
+    False: the full range, the minimum included. ``res``: resType, the multipliers (lut or
+    dsp)."""
     return dict(ch=ch, k=k, dim=dim, pe=pe, simd=simd, idt=idt, wdt=wdt, ram_style=ram_style,
-                seed=seed, narrow=narrow)
+                seed=seed, narrow=narrow, res=res)
 
 
 def exact_acc_type(weights, idt):
@@ -62,7 +63,8 @@ def vvau_model(cfgs, op_type="VVAU_rtl", **attrs):
             domain=domain, backend="fpgadataflow", PE=c["pe"], SIMD=c["simd"], Dim=[h, w],
             Channels=ch, Kernel=[k, k], inputDataType=idt.name, weightDataType=wdt.name,
             outputDataType=odt.name, accDataType=odt.name, noActivation=1,
-            mem_mode="internal_embedded", ram_style=c["ram_style"], **attrs))
+            mem_mode="internal_embedded", ram_style=c["ram_style"],
+            resType=c.get("res", "lut"), **attrs))
         types.update({f"inp_{i}": idt, f"weights_{i}": wdt, f"out_{i}": odt})
         inits[f"weights_{i}"] = weights
     model = ModelWrapper(qonnx_make_model(helper.make_graph(nodes, "vvau", ins, outs),

