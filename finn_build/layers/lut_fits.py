@@ -44,6 +44,8 @@ at d2efa76, finn-rtllib with our ``mvu_vvu_axi.queue_depth`` fix-up): MVAU logic
 first layer (PE 64 x SIMD 4, 196 x 1024-bit weights, ``distributed``): yosys ignored the
 ram_style and put the weights into 29 RAMB18, the model counts the 4096 LUTRAM that was asked
 for (+38%). (The constants fitted before the fix-up gave -27% .. +30% on these records.)
+bench-layers now synthesizes ``distributed`` weights with ``-nobram`` (the ROM in LUTs, as
+Vivado builds it): at b19206e all 9 MVAU records within -12% .. +5% (that layer +3%).
 Thresholds within -9% .. +10% (finn-plus: -45% .. +77%). Out of sample, the demo builds (build/finn/*/intermediate/
 12_rtlsim.onnx, all nodes; the other layers as finn_build.estimates has them) against
 yosys' whole-design totals: MLP 26.2k vs 20.1k LUTs (+30%; the first layer's 4096 LUTRAM that
