@@ -33,6 +33,9 @@ GRID = {
     "mnv2_mt_w8a8": ("multitask", {"model": {"w_bits": 8, "a_bits": 8}}),
     "xray_mri_mnv2": ("multitask", {}),  # the shipped w4a4 run, in runs/ (see above)
     **{f"mnv2_st_{t}_w4a4": ("singletask", {"data": {"tasks": [t]}}) for t in TASKS},
+    # the shipped run's validation accuracy was still rising at epoch 30: the same model and
+    # recipe for 60 epochs, no early stop (chosen on validation: mean 0.942 vs 0.900)
+    "mnv2_mt_w4a4_e60": ("multitask", {"train": {"epochs": 60, "patience": 60}}),
 }
 # The targets for the w4a4 multi-task model on the official test splits.
 TARGETS = [("chest_xray", "accuracy", 0.90), ("brain_mri", "accuracy", 0.95)]
@@ -86,11 +89,13 @@ def target_lines(records: list[dict]) -> list[str]:
                      (run, task, split)), None)
     lines = []
     for task, metric, target in TARGETS:
-        r = get("xray_mri_mnv2", task)
-        if r is not None:
-            lines.append(f"- w4a4 multi-task {task} test {metric} {r[metric]:.3f} (target >= "
-                         f"{target}: {'met' if r[metric] >= target else 'MISSED'})")
-        f = get("mnv2_mt_float", task)
+        for run, what in (("xray_mri_mnv2", "w4a4 multi-task"),
+                          ("mnv2_mt_w4a4_e60", "w4a4 multi-task, 60 epochs")):
+            r = get(run, task)
+            if r is not None:
+                lines.append(f"- {what} {task} test {metric} {r[metric]:.3f} (target >= "
+                             f"{target}: {'met' if r[metric] >= target else 'MISSED'})")
+        r, f = get("xray_mri_mnv2", task), get("mnv2_mt_float", task)
         if r is not None and f is not None:
             drop = f["accuracy"] - r["accuracy"]
             lines.append(f"  float -> w4a4 test accuracy drop {drop * 100:+.1f} points (target "
