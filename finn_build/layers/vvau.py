@@ -170,8 +170,9 @@ def unsupported_reasons(inst, model=None) -> list:
 
 @register_custom_op
 class VVAU_rtl(VVAU, RTLBackend):
-    """Depthwise convolution unit in our SystemVerilog (LUT multipliers, weight ROM); replaces
-    finn-plus' Versal-only ``VVAU_rtl`` in FINN's registry (see the module docstring)."""
+    """Depthwise convolution unit in our SystemVerilog (LUT or DSP48E1 multipliers, weight
+    ROM); replaces finn-plus' Versal-only ``VVAU_rtl`` in FINN's registry (see the module
+    docstring)."""
 
     def get_nodeattr_types(self):
         attrs = {}
