@@ -36,6 +36,8 @@ GRID = {
     # the shipped run's validation accuracy was still rising at epoch 30: the same model and
     # recipe for 60 epochs, no early stop (chosen on validation: mean 0.942 vs 0.900)
     "mnv2_mt_w4a4_e60": ("multitask", {"train": {"epochs": 60, "patience": 60}}),
+    # and longer again (the 60-epoch run's validation was still at its best in the last epochs)
+    "mnv2_mt_w4a4_e90": ("multitask", {"train": {"epochs": 90, "patience": 90}}),
 }
 # The targets for the w4a4 multi-task model on the official test splits.
 TARGETS = [("chest_xray", "accuracy", 0.90), ("brain_mri", "accuracy", 0.95)]
@@ -52,6 +54,8 @@ def run_config(name: str, seed: int, out_dir: str):
         out_dir = raw["out_dir"]  # the shipped run itself
     elif name == "xray_mri_mnv2":
         name = f"mnv2_mt_w4a4_s{seed}"
+    elif seed != 0:  # another seed of an entry: its own run
+        name = f"{name}_s{seed}"
     # one thread per run: two runs side by side use the 2 cores better than one with 2 threads
     return config_from_dict(merge(raw, {"name": name, "seed": seed, "out_dir": out_dir,
                                         "train": {"threads": 1}}), name)
