@@ -38,6 +38,14 @@ GRID = {
     "mnv2_mt_w4a4_e60": ("multitask", {"train": {"epochs": 60, "patience": 60}}),
     # and longer again (the 60-epoch run's validation was still at its best in the last epochs)
     "mnv2_mt_w4a4_e90": ("multitask", {"train": {"epochs": 90, "patience": 90}}),
+    # the 60-epoch schedule at float / 8 bit (the quantization drop at that schedule) and with
+    # 8-bit weights in the stem and the last 1x1 conv
+    "mnv2_mt_float_e60": ("multitask", {"model": {"w_bits": None, "a_bits": None},
+                                        "train": {"epochs": 60, "patience": 60}}),
+    "mnv2_mt_w8a8_e60": ("multitask", {"model": {"w_bits": 8, "a_bits": 8},
+                                       "train": {"epochs": 60, "patience": 60}}),
+    "mnv2_mt_w4a4_e60_fl8": ("multitask", {"model": {"first_w_bits": 8, "last_w_bits": 8},
+                                           "train": {"epochs": 60, "patience": 60}}),
 }
 # The targets for the w4a4 multi-task model on the official test splits.
 TARGETS = [("chest_xray", "accuracy", 0.90), ("brain_mri", "accuracy", 0.95)]
