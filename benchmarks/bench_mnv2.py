@@ -137,7 +137,8 @@ def main(argv=None) -> int:
     ap = harness.argument_parser(__doc__)
     ap.add_argument("--only", nargs="+",
                     help="run only grid entries whose name contains one of these (two "
-                         "processes side by side: split the grid)")
+                         "processes side by side: split the grid); full grid names pick "
+                         "exactly those entries")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-dir", default="runs/bench")
     args = ap.parse_args(argv)
@@ -146,7 +147,9 @@ def main(argv=None) -> int:
     command = harness.command_line("benchmarks.bench_mnv2", argv)
     commit = git_commit()  # before this run writes its results (they would make it "dirty")
     for name in GRID:
-        if args.only and not any(o in name for o in args.only):
+        # a grid name given in full picks that entry alone (others contain it as a prefix)
+        exact = [o for o in args.only or [] if o in GRID]
+        if args.only and (name not in exact if exact else not any(o in name for o in args.only)):
             continue
         cfg = run_config(name, args.seed, args.out_dir)
         data = load_data(cfg)

@@ -268,6 +268,12 @@ def _normalized(raw):
         return raw
 
 
+def _identity(cfg: dict):
+    """What makes two configs the same run: everything but where the run lives (`out_dir`), so
+    a run directory moved or copied (e.g. from a GPU machine) resumes and evaluates."""
+    return {k: v for k, v in cfg.items() if k != "out_dir"} if isinstance(cfg, dict) else cfg
+
+
 def _restart_hint(cfg: RunConfig) -> str:
     return (f"start over with `medzoo train CONFIG --restart` (discards the checkpoints and "
             f"history in {cfg.run_dir}), or pick another `name`/out_dir")
@@ -315,7 +321,7 @@ def _check_run_dir(cfg: RunConfig) -> Path:
             old = _normalized(yaml.safe_load(snap.read_text()))
         except yaml.YAMLError:
             old = None
-        if old != cfg.to_dict():
+        if _identity(old) != _identity(cfg.to_dict()):
             if (run_dir / "last.pt").exists():
                 fields = config_diff(old, cfg.to_dict()) if isinstance(old, dict) else ["?"]
                 raise ConfigError(
@@ -354,7 +360,7 @@ def train(cfg: RunConfig, data=None, stop_after_epochs: int | None = None,
         ck = read_checkpoint(last, fix, need=("model", "optimizer", "scheduler", "scaler", "rng",
                                               "state", "config"))
         stored = _normalized(ck["config"])
-        if stored != cfg.to_dict():
+        if _identity(stored) != _identity(cfg.to_dict()):
             fields = config_diff(stored, cfg.to_dict()) if isinstance(stored, dict) else ["?"]
             raise ConfigError(f"{last} was written by a different config (fields "
                               f"{', '.join(fields[:5])}); {_restart_hint(cfg)}")

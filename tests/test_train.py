@@ -39,6 +39,21 @@ def test_resume_refuses_a_changed_config(tiny_cfg):
         train(tiny_cfg(name="x", train={"lr": 0.01}), progress=False)
 
 
+def test_a_moved_run_directory_resumes_exactly(tiny_cfg, tmp_path):
+    """A run trained elsewhere (e.g. on a GPU machine) and copied into another out_dir resumes:
+    where a run lives is not part of what it is."""
+    import shutil
+    cfg_a, cfg_b = tiny_cfg(name="a"), tiny_cfg(name="b")
+    data = load_data(cfg_a)
+    train(cfg_a, data=data, progress=False)
+    train(cfg_b, data=data, progress=False, stop_after_epochs=1)
+    moved = tiny_cfg(name="b", out_dir=str(tmp_path / "elsewhere"))
+    shutil.copytree(cfg_b.run_dir, moved.run_dir)
+    train(moved, data=data, progress=False)
+    assert same_weights(state(cfg_a.run_dir), state(moved.run_dir))
+    assert [h["epoch"] for h in json.loads((moved.run_dir / "history.json").read_text())] == [1, 2]
+
+
 def test_cnn_trains_and_writes_metrics_and_pngs(tiny_cfg):
     cfg = tiny_cfg("cnn", name="cnn")
     train(cfg, progress=False)
