@@ -146,9 +146,9 @@ def main(argv=None) -> int:
 
     command = harness.command_line("benchmarks.bench_mnv2", argv)
     commit = git_commit()  # before this run writes its results (they would make it "dirty")
+    # a grid name given in full picks that entry alone (others contain it as a prefix)
+    exact = [o for o in args.only or [] if o in GRID]
     for name in GRID:
-        # a grid name given in full picks that entry alone (others contain it as a prefix)
-        exact = [o for o in args.only or [] if o in GRID]
         if args.only and (name not in exact if exact else not any(o in name for o in args.only)):
             continue
         cfg = run_config(name, args.seed, args.out_dir)

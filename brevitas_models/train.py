@@ -323,7 +323,8 @@ def _check_run_dir(cfg: RunConfig) -> Path:
             old = None
         if _identity(old) != _identity(cfg.to_dict()):
             if (run_dir / "last.pt").exists():
-                fields = config_diff(old, cfg.to_dict()) if isinstance(old, dict) else ["?"]
+                fields = (config_diff(_identity(old), _identity(cfg.to_dict()))
+                          if isinstance(old, dict) else ["?"])
                 raise ConfigError(
                     f"{run_dir} holds a run with a different config (fields "
                     f"{', '.join(fields[:5])}); {_restart_hint(cfg)}")
@@ -361,7 +362,8 @@ def train(cfg: RunConfig, data=None, stop_after_epochs: int | None = None,
                                               "state", "config"))
         stored = _normalized(ck["config"])
         if _identity(stored) != _identity(cfg.to_dict()):
-            fields = config_diff(stored, cfg.to_dict()) if isinstance(stored, dict) else ["?"]
+            fields = (config_diff(_identity(stored), _identity(cfg.to_dict()))
+                      if isinstance(stored, dict) else ["?"])
             raise ConfigError(f"{last} was written by a different config (fields "
                               f"{', '.join(fields[:5])}); {_restart_hint(cfg)}")
         _load_model_state(model, ck, last, fix)
