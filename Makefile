@@ -29,7 +29,7 @@ test-slow: install
 # to an all-RTL dataflow for Pynq-Z1 verified at every stage and as stitched RTL (Verilator),
 # then each build's deploy package diagnoses real test images of every task through the
 # simulated accelerator. demo-mnv2: the same for the MobileNetV2-lite on chest X-ray + brain
-# MRI (its training alone takes about 45 minutes on 2 cores).
+# MRI (its training alone, 90 epochs on one thread, takes about 95 minutes).
 DEMO_BUILD = --set rtlsim.enabled=true
 demo: install
 	$(VENV)/bin/medzoo train configs/demo_mlp.yaml --quiet
