@@ -122,6 +122,8 @@ def run(model, x: np.ndarray, flips=()):
             y = ins[0].reshape(int(np.prod(ins[0].shape[:ax])), -1)
         elif op == "Einsum":
             y = np.einsum(attrs["equation"], *ins)
+        elif op == "GlobalAveragePool":  # MobileNetV2-lite's pooling before the heads
+            y = ins[0].mean(axis=tuple(range(2, ins[0].ndim)), keepdims=True)
         elif op == "Identity":
             y = ins[0]
         else:
