@@ -118,7 +118,8 @@ def target_lines(records: list[dict]) -> list[str]:
                    and r["w_bits"] == 4 and r["seed"] == 0 and val_mean(r["run"]) is not None})
     lines = []
     if w4a4:
-        chosen = max(w4a4, key=val_mean)
+        # the shipped run wins a tie (the grid entry of its schedule trains the same weights)
+        chosen = max(w4a4, key=lambda r: (val_mean(r), r == "xray_mri_mnv2"))
         lines.append(f"- w4a4 multi-task chosen on validation: `{chosen}` (mean validation "
                      f"accuracy {val_mean(chosen):.3f}; the others: " + ", ".join(
                          f"`{r}` {val_mean(r):.3f}" for r in w4a4 if r != chosen) + ")")

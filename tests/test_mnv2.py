@@ -132,6 +132,21 @@ def test_trains_with_the_real_loop_and_exports_integer_exact(tmp_path):
     import onnx
     ops = {n.op_type for n in onnx.load(cfg.run_dir / "export" / "model.onnx").graph.node}
     assert {"Add", "GlobalAveragePool", "Quant"} <= ops
+    # the float64 arbiter of the build's float stages (finn_build/float64_ref.py, used when a
+    # stage rounds an activation at a quantizer boundary the other way) runs every op of the
+    # export, the residual Add and the pooling included, and agrees with qonnx's execution
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.util.cleanup import cleanup_model
+
+    from finn_build import float64_ref
+
+    model = cleanup_model(ModelWrapper(str(cfg.run_dir / "export" / "model.onnx")))
+    i, o = model.graph.input[0].name, model.graph.output[0].name
+    x = np.random.default_rng(0).integers(0, 256, model.get_tensor_shape(i)).astype(np.float32)
+    y64, near = float64_ref.run(model, x)
+    y32 = execute_onnx(model, {i: x})[o].reshape(-1)
+    assert np.allclose(y64, y32, rtol=1e-4, atol=1e-4) and near
 
 
 def test_linear_block_out_exports_integer_exact(tmp_path):
