@@ -29,7 +29,9 @@ RESULTS = Path("benchmarks/results/accuracy.json")
 STUDY = "mnv2"
 TASKS = ("chest_xray", "brain_mri")
 E30 = {"epochs": 30, "patience": 8}  # the first schedule (the config trained 30 epochs then)
-# name -> (mode, overrides of the shipped config)
+FT30 = {"epochs": 30, "patience": 30, "lr": 0.0005}  # fine-tuning a trained model
+# name -> (mode, overrides of the shipped config); a train.init_from naming an entry is that
+# entry's run at the same seed
 GRID = {
     "xray_mri_mnv2": ("multitask", {}),  # the shipped w4a4 run, in runs/ (see above)
     "mnv2_mt_float": ("multitask", {"model": {"w_bits": None, "a_bits": None}, "train": E30}),
@@ -47,6 +49,12 @@ GRID = {
     # 8-bit weights in the stem and the last 1x1 conv
     "mnv2_mt_float_e60": ("multitask", {"model": {"w_bits": None, "a_bits": None},
                                         "train": {"epochs": 60, "patience": 60}}),
+    "mnv2_mt_float_e90": ("multitask", {"model": {"w_bits": None, "a_bits": None},
+                                        "train": {"epochs": 90, "patience": 90}}),
+    # QAT started from the float model of the same schedule (train.init_from), the usual
+    # way to quantize a trained network: 30 more epochs at a quarter of the learning rate
+    "mnv2_mt_w4a4_ft_e60": ("multitask", {"train": {**FT30, "init_from": "mnv2_mt_float_e60"}}),
+    "mnv2_mt_w4a4_ft_e90": ("multitask", {"train": {**FT30, "init_from": "mnv2_mt_float_e90"}}),
     "mnv2_mt_w8a8_e60": ("multitask", {"model": {"w_bits": 8, "a_bits": 8},
                                        "train": {"epochs": 60, "patience": 60}}),
     "mnv2_mt_w4a4_e60_fl8": ("multitask", {"model": {"first_w_bits": 8, "last_w_bits": 8},
@@ -57,11 +65,18 @@ TARGETS = [("chest_xray", "accuracy", 0.90), ("brain_mri", "accuracy", 0.95)]
 MAX_QUANT_DROP = 0.01  # float -> w4a4 test accuracy
 # (float run, quantized run) trained on the same schedule: the quantization drop
 DROP_PAIRS = [("mnv2_mt_float", "mnv2_mt_w4a4_e30"), ("mnv2_mt_float_e60", "mnv2_mt_w4a4_e60"),
-              ("mnv2_mt_float_e60", "mnv2_mt_w4a4_e60_fl8")]
+              ("mnv2_mt_float_e60", "mnv2_mt_w4a4_e60_fl8"),
+              ("mnv2_mt_float_e90", "mnv2_mt_w4a4_e90"),
+              # the float model against the w4a4 model fine-tuned from it
+              ("mnv2_mt_float_e60", "mnv2_mt_w4a4_ft_e60"),
+              ("mnv2_mt_float_e90", "mnv2_mt_w4a4_ft_e90")]
 
 
 def run_config(name: str, seed: int, out_dir: str):
     over = GRID[name][1]
+    source = over.get("train", {}).get("init_from")
+    if source in GRID:
+        over = merge(over, {"train": {"init_from": str(run_config(source, seed, out_dir).run_dir)}})
     raw = merge(load_config(CONFIG).to_dict(), over)
     # a single-task run keeps only its task's preprocessing (the config lists both)
     raw["data"]["preprocess"] = {t: p for t, p in raw["data"]["preprocess"].items()

@@ -184,6 +184,10 @@ class TrainSection(Section):
     amp: bool = Field(True, description="only takes effect on CUDA")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[int] = Field(None, gt=0, description="torch CPU threads; null = all cores")
+    init_from: Optional[str] = Field(
+        None, description="a trained run directory (or its best.pt) of the same network whose "
+        "weights start this run, e.g. its float model before QAT; the quantizers' scales start "
+        "from statistics as in a fresh run")
 
 
 class RunConfig(Section):

@@ -251,6 +251,56 @@ def _load_model_state(model, ck: dict, path, fix: str):
     model.load_state_dict(sd)
 
 
+def _is_quantizer_state(key: str) -> bool:
+    # Brevitas keeps a quantizer's state under its act_quant/weight_quant submodule
+    return ".act_quant." in key or ".weight_quant." in key
+
+
+def _task_names(config: dict) -> list[str]:
+    return [t if isinstance(t, str) else t.get("name") for t in config["data"]["tasks"]]
+
+
+@torch.no_grad()
+def init_from_run(model, cfg: RunConfig, log=print) -> dict:
+    """train.init_from: copy every weight of `model` but the quantizers' (conv/linear weights
+    and biases, BatchNorm, the task embedding) from another run's best.pt, by name. The usual
+    start of quantization-aware training is a trained float model of the same network; the
+    quantizers then initialize their scales from statistics as in a fresh run. Returns what
+    started the run (path, sha256, epoch), which the checkpoints keep."""
+    src = Path(cfg.train.init_from)
+    path = src / "best.pt" if src.is_dir() else src
+    fix = ("point train.init_from at a trained run of the same network and tasks (its "
+           "directory or best.pt)")
+    if path.resolve().parent == cfg.run_dir.resolve():
+        raise ConfigError(f"train.init_from {cfg.train.init_from} is this run itself; {fix}")
+    if not path.exists():
+        raise ConfigError(f"train.init_from: {path} not found; train that run first, or {fix}")
+    ck = read_checkpoint(path, fix)
+    theirs, mine = ck["model"], _full_state_dict(model)
+    src_cfg = ck["config"] if isinstance(ck["config"], dict) else {}
+    problems = []
+    if src_cfg.get("model", {}).get("arch") != cfg.model.arch:
+        problems.append(f"arch {src_cfg.get('model', {}).get('arch')} vs {cfg.model.arch}")
+    elif _task_names(src_cfg) != _task_names(cfg.to_dict()):
+        problems.append(f"tasks {_task_names(src_cfg)} vs {_task_names(cfg.to_dict())}")
+    keys = [k for k in mine if not _is_quantizer_state(k)]
+    missing = [k for k in keys if k not in theirs]
+    shapes = [f"{k} {tuple(theirs[k].shape)} vs {tuple(mine[k].shape)}" for k in keys
+              if k in theirs and getattr(theirs[k], "shape", None) != mine[k].shape]
+    for label, items in (("missing", missing), ("shape (file vs config)", shapes)):
+        if items:
+            problems.append(f"{label}: {', '.join(items[:3])}" + (" ..." if len(items) > 3 else ""))
+    if problems:
+        raise CheckpointError(f"{path}: train.init_from does not fit this run's network "
+                              f"({'; '.join(problems)}); {fix}")
+    tensors = dict(model.named_parameters()) | dict(model.named_buffers())
+    for k in keys:
+        tensors[k].copy_(theirs[k])
+    log(f"{cfg.name}: weights initialized from {path} (epoch {ck.get('epoch')}), "
+        f"{len(keys)} tensors; quantizer scales from statistics")
+    return {"path": str(path), "sha256": sha256_file(path), "epoch": ck.get("epoch")}
+
+
 def config_diff(a: dict, b: dict) -> list[str]:
     """Dotted paths of the fields that differ between two config dicts."""
     from .config import flatten_dict
@@ -355,7 +405,7 @@ def train(cfg: RunConfig, data=None, stop_after_epochs: int | None = None,
     run_dir = _check_run_dir(cfg)
     model = build_model(cfg.model, tasks, cfg.data.size)
     last = run_dir / "last.pt"
-    ck = None
+    ck = init = None
     if last.exists():
         fix = f"delete it, or {_restart_hint(cfg)}"
         ck = read_checkpoint(last, fix, need=("model", "optimizer", "scheduler", "scaler", "rng",
@@ -368,6 +418,8 @@ def train(cfg: RunConfig, data=None, stop_after_epochs: int | None = None,
                               f"{', '.join(fields[:5])}); {_restart_hint(cfg)}")
         _load_model_state(model, ck, last, fix)
         _load_stats_state(model, ck.get("quant_stats") or {})
+    elif cfg.train.init_from:
+        init = init_from_run(model, cfg, log)
     model.to(device)
     # The optimizer is built only now: Brevitas' load_state_dict replaces the quantizer modules,
     # activation-scale Parameters included, so an optimizer built before the load would keep
@@ -379,7 +431,8 @@ def train(cfg: RunConfig, data=None, stop_after_epochs: int | None = None,
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     gen = torch.Generator().manual_seed(cfg.seed)
     aug_cfg = AugmentConfig(**{k: v for k, v in vars(cfg.data.augment).items() if k != "enabled"})
-    state = {"epoch": 0, "best": -math.inf, "bad_epochs": 0, "history": []}
+    state = {"epoch": 0, "best": -math.inf, "bad_epochs": 0, "history": [],
+             "init_from": init}
 
     if ck is not None:
         opt.load_state_dict(ck["optimizer"])
@@ -425,7 +478,8 @@ def train(cfg: RunConfig, data=None, stop_after_epochs: int | None = None,
         if score > state["best"]:
             state["best"], state["bad_epochs"] = score, 0
             atomic_save({"model": model.state_dict(), "config": cfg.to_dict(), "epoch": epoch,
-                         "val_metrics": val_metrics, "quant_signature": quant_signature(model)},
+                         "val_metrics": val_metrics, "quant_signature": quant_signature(model),
+                         "init_from": state.get("init_from")},
                         run_dir / "best.pt")
         else:
             state["bad_epochs"] += 1
