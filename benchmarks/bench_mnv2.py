@@ -9,8 +9,9 @@ change. The w4a4 multi-task entry *is* that config's own run (``runs/xray_mri_mn
 model ``build_configs/mnv2_w4a4_pynqz*.yaml`` compile), so the accuracy reported is that of
 the hardware; the others live in runs/bench/<name>. Runs resume after a kill; a finished run
 is only evaluated. The ``_ft_`` entries start from the float entry they name
-(``train.init_from``): run the float entry first (the grid's order does). The CNN comparison is bench_generalization's ``long`` recipe (the
-shipped ``configs/xray_mri_cnn64.yaml``) at the same seeds (not retrained here). Records go
+(``train.init_from``): run the float entry first (the grid's order does). The CNN comparison
+is bench_generalization's ``long`` recipe (the shipped ``configs/xray_mri_cnn64.yaml``) at
+the same seeds (not retrained here). Records go
 into benchmarks/results/accuracy.json (``"study": "mnv2"``) and the table into the
 "MobileNetV2-lite" section of docs/results.md.
 """

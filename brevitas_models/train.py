@@ -223,6 +223,17 @@ def read_checkpoint(path, fix: str, need=("model", "config"), device="cpu") -> d
     return ck
 
 
+def _misfits(expected: dict, sd: dict, unexpected=()) -> list[str]:
+    """What keeps state_dict `sd` from loading into tensors `expected` (missing keys, the
+    given unexpected ones, other shapes), a few names each; [] when it fits."""
+    missing = sorted(set(expected) - set(sd))
+    shapes = [f"{k} {tuple(getattr(sd[k], 'shape', ()))} vs {tuple(v.shape)}"
+              for k, v in expected.items() if k in sd and getattr(sd[k], "shape", None) != v.shape]
+    return [f"{label}: {', '.join(items[:3])}" + (" ..." if len(items) > 3 else "")
+            for label, items in (("missing", missing), ("unexpected", list(unexpected)),
+                                 ("shape (file vs config)", shapes)) if items]
+
+
 def _load_model_state(model, ck: dict, path, fix: str):
     """Load ck['model'] into `model` (built from the checkpoint's config) after checking that
     keys, shapes and quantization bit widths match; a mismatch is one CheckpointError."""
@@ -230,16 +241,10 @@ def _load_model_state(model, ck: dict, path, fix: str):
     if not isinstance(sd, dict):
         raise CheckpointError(f"{path}: 'model' is not a state_dict; {fix}")
     expected = _full_state_dict(model)
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-              if k in sd and getattr(sd[k], "shape", v.shape) != v.shape]
-    if missing or unexpected or shapes:
-        what = "; ".join(f"{label}: {', '.join(items[:3])}" + (" ..." if len(items) > 3 else "")
-                         for label, items in (("missing", missing), ("unexpected", unexpected),
-                                              ("shape (file vs config)", shapes)) if items)
+    problems = _misfits(expected, sd, unexpected=sorted(set(sd) - set(expected)))
+    if problems:
         raise CheckpointError(f"{path}: the weights do not fit the model of the config stored "
-                              f"with them ({what}); {fix}")
+                              f"with them ({'; '.join(problems)}); {fix}")
     sig = ck.get("quant_signature")  # absent in checkpoints written before it existed
     if sig is not None:
         mine = quant_signature(model)
@@ -283,21 +288,16 @@ def init_from_run(model, cfg: RunConfig, log=print) -> dict:
         problems.append(f"arch {src_cfg.get('model', {}).get('arch')} vs {cfg.model.arch}")
     elif _task_names(src_cfg) != _task_names(cfg.to_dict()):
         problems.append(f"tasks {_task_names(src_cfg)} vs {_task_names(cfg.to_dict())}")
-    keys = [k for k in mine if not _is_quantizer_state(k)]
-    missing = [k for k in keys if k not in theirs]
-    shapes = [f"{k} {tuple(theirs[k].shape)} vs {tuple(mine[k].shape)}" for k in keys
-              if k in theirs and getattr(theirs[k], "shape", None) != mine[k].shape]
-    for label, items in (("missing", missing), ("shape (file vs config)", shapes)):
-        if items:
-            problems.append(f"{label}: {', '.join(items[:3])}" + (" ..." if len(items) > 3 else ""))
+    weights = {k: v for k, v in mine.items() if not _is_quantizer_state(k)}
+    problems += _misfits(weights, theirs)
     if problems:
         raise CheckpointError(f"{path}: train.init_from does not fit this run's network "
                               f"({'; '.join(problems)}); {fix}")
     tensors = dict(model.named_parameters()) | dict(model.named_buffers())
-    for k in keys:
+    for k in weights:
         tensors[k].copy_(theirs[k])
     log(f"{cfg.name}: weights initialized from {path} (epoch {ck.get('epoch')}), "
-        f"{len(keys)} tensors; quantizer scales from statistics")
+        f"{len(weights)} tensors; quantizer scales from statistics")
     return {"path": str(path), "sha256": sha256_file(path), "epoch": ck.get("epoch")}
 
 
