@@ -9,7 +9,8 @@ change. The w4a4 multi-task entry *is* that config's own run (``runs/xray_mri_mn
 model ``build_configs/mnv2_w4a4_pynqz*.yaml`` compile), so the accuracy reported is that of
 the hardware; the others live in runs/bench/<name>. Runs resume after a kill; a finished run
 is only evaluated. The ``_ft_`` entries start from the float entry they name
-(``train.init_from``): run the float entry first (the grid's order does). The CNN comparison
+(``train.init_from``), the ``_kd`` entries also distill from it (``train.distill``): run
+the float entry first (the grid's order does). The CNN comparison
 is bench_generalization's ``long`` recipe (the shipped ``configs/xray_mri_cnn64.yaml``) at
 the same seeds (not retrained here). Records go
 into benchmarks/results/accuracy.json (``"study": "mnv2"``) and the table into the
@@ -57,6 +58,16 @@ GRID = {
     # way to quantize a trained network: 30 more epochs at a quarter of the learning rate
     "mnv2_mt_w4a4_ft_e60": ("multitask", {"train": {**FT30, "init_from": "mnv2_mt_float_e60"}}),
     "mnv2_mt_w4a4_ft_e90": ("multitask", {"train": {**FT30, "init_from": "mnv2_mt_float_e90"}}),
+    # the same fine-tune also matching the float model's class probabilities (train.distill,
+    # Hinton et al.): a usual weight and temperature, and one leaning on the teacher more
+    "mnv2_mt_w4a4_kd_e90": ("multitask", {"train": {**FT30, "init_from": "mnv2_mt_float_e90",
+                                                    "distill": {"teacher": "mnv2_mt_float_e90",
+                                                                "weight": 0.5,
+                                                                "temperature": 2}}}),
+    "mnv2_mt_w4a4_kd9_e90": ("multitask", {"train": {**FT30, "init_from": "mnv2_mt_float_e90",
+                                                     "distill": {"teacher": "mnv2_mt_float_e90",
+                                                                 "weight": 0.9,
+                                                                 "temperature": 4}}}),
     "mnv2_mt_w8a8_e60": ("multitask", {"model": {"w_bits": 8, "a_bits": 8},
                                        "train": {"epochs": 60, "patience": 60}}),
     "mnv2_mt_w4a4_e60_fl8": ("multitask", {"model": {"first_w_bits": 8, "last_w_bits": 8},
@@ -71,7 +82,10 @@ DROP_PAIRS = [("mnv2_mt_float", "mnv2_mt_w4a4_e30"), ("mnv2_mt_float_e60", "mnv2
               ("mnv2_mt_float_e90", "mnv2_mt_w4a4_e90"),
               # the float model against the w4a4 model fine-tuned from it
               ("mnv2_mt_float_e60", "mnv2_mt_w4a4_ft_e60"),
-              ("mnv2_mt_float_e90", "mnv2_mt_w4a4_ft_e90")]
+              ("mnv2_mt_float_e90", "mnv2_mt_w4a4_ft_e90"),
+              # and distilled from it
+              ("mnv2_mt_float_e90", "mnv2_mt_w4a4_kd_e90"),
+              ("mnv2_mt_float_e90", "mnv2_mt_w4a4_kd9_e90")]
 
 
 def run_config(name: str, seed: int, out_dir: str):
@@ -79,6 +93,10 @@ def run_config(name: str, seed: int, out_dir: str):
     source = over.get("train", {}).get("init_from")
     if source in GRID:
         over = merge(over, {"train": {"init_from": str(run_config(source, seed, out_dir).run_dir)}})
+    teacher = (over.get("train", {}).get("distill") or {}).get("teacher")
+    if teacher in GRID:
+        over = merge(over, {"train": {"distill": {
+            "teacher": str(run_config(teacher, seed, out_dir).run_dir)}}})
     raw = merge(load_config(CONFIG).to_dict(), over)
     # a single-task run keeps only its task's preprocessing (the config lists both)
     raw["data"]["preprocess"] = {t: p for t, p in raw["data"]["preprocess"].items()

@@ -173,6 +173,15 @@ class DataSection(Section):
         return self
 
 
+class DistillSection(Section):
+    teacher: str = Field(description="a trained run directory (or its best.pt) of the same "
+                         "tasks, e.g. the float model of the network being quantized")
+    weight: YamlFloat = Field(0.5, ge=0, le=1, description="share of the loss that matches "
+                              "the teacher; the rest is the labels' cross-entropy")
+    temperature: YamlFloat = Field(2.0, gt=0, description="softens both models' class "
+                                   "probabilities before they are compared")
+
+
 class TrainSection(Section):
     epochs: int = Field(20, gt=0)
     batch_size: int = Field(128, gt=0)
@@ -188,6 +197,9 @@ class TrainSection(Section):
         None, description="a trained run directory (or its best.pt) of the same network whose "
         "weights start this run, e.g. its float model before QAT; the quantizers' scales start "
         "from statistics as in a fresh run")
+    distill: Optional[DistillSection] = Field(
+        None, description="knowledge distillation: also learn the class probabilities of a "
+        "trained teacher run on each (augmented) training image")
 
 
 class RunConfig(Section):

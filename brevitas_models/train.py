@@ -301,6 +301,67 @@ def init_from_run(model, cfg: RunConfig, log=print) -> dict:
     return {"path": str(path), "sha256": sha256_file(path), "epoch": ck.get("epoch")}
 
 
+def load_teacher(cfg: RunConfig, device, log=print, expect_sha256: str | None = None):
+    """train.distill.teacher -> (teacher model in eval mode, provenance {path, sha256, epoch}).
+    The teacher may be another network (a float or wider model) but must have this run's
+    tasks with the same classes in the same order and see the same input: its logits are
+    compared column by column. ``expect_sha256``: a resumed run refuses a teacher file that
+    changed since the run started (the loss would silently change mid-run)."""
+    src = Path(cfg.train.distill.teacher)
+    path = src / "best.pt" if src.is_dir() else src
+    fix = ("point train.distill.teacher at a trained run of the same tasks and input (its "
+           "directory or best.pt)")
+    if path.resolve().parent == cfg.run_dir.resolve():
+        raise ConfigError(f"train.distill.teacher {src} is this run itself; {fix}")
+    if not path.exists():
+        raise ConfigError(f"train.distill.teacher: {path} not found; train that run first, "
+                          f"or {fix}")
+    sha = sha256_file(path)
+    if expect_sha256 is not None and sha != expect_sha256:
+        raise CheckpointError(f"{path}: the distillation teacher changed since this run "
+                              f"started (sha256 {sha[:12]}, was {expect_sha256[:12]}); restore "
+                              f"it, or {_restart_hint(cfg)}")
+    ck = read_checkpoint(path, fix)
+    teacher, tcfg = model_of_checkpoint(ck, path, fix)
+    problems = []
+    mine, theirs = tasks_of(cfg), tasks_of(tcfg)
+    if [(t.name, list(t.classes)) for t in mine] != [(t.name, list(t.classes)) for t in theirs]:
+        problems.append(f"tasks {[t.name for t in theirs]} vs {[t.name for t in mine]}")
+    for field, a, b in (("data.size", tcfg.data.size, cfg.data.size),
+                        ("model.in_channels", tcfg.model.in_channels, cfg.model.in_channels),
+                        ("model.mode", tcfg.model.mode, cfg.model.mode)):
+        if a != b:
+            problems.append(f"{field} {a} vs {b}")
+    pre_t, pre = tcfg.to_dict()["data"]["preprocess"], cfg.to_dict()["data"]["preprocess"]
+    problems += [f"data.preprocess.{t} {pre_t.get(t)} vs {pre[t]}" for t in pre
+                 if not problems and pre_t.get(t) != pre[t]]
+    if problems:
+        raise CheckpointError(f"{path}: train.distill.teacher does not fit this run (teacher "
+                              f"vs run: {'; '.join(problems)}); {fix}")
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    log(f"{cfg.name}: distilling from {path} ({tcfg.model.arch}, "
+        f"{'float' if tcfg.model.w_bits is None else f'w{tcfg.model.w_bits}'}), "
+        f"weight {cfg.train.distill.weight}, temperature {cfg.train.distill.temperature}")
+    return teacher.to(device).eval(), {"path": str(path), "sha256": sha,
+                                       "epoch": ck.get("epoch")}
+
+
+def distill_loss(logits, teacher_logits, task_ids, tasks_meta, mode, temperature):
+    """Hinton et al.'s soft-target loss, T^2 * KL(teacher || student) at temperature T, over
+    each image's own task slice (the slices are separate softmaxes, as in the CE loss)."""
+    groups = ([(torch.ones_like(task_ids, dtype=torch.bool), 0, logits.shape[1])]
+              if mode == "multiclass" else
+              [(task_ids == i, *m["slice"]) for i, m in enumerate(tasks_meta)])
+    total = logits.new_zeros(())
+    for rows, s, e in groups:
+        if rows.any():
+            log_p = F.log_softmax(logits[rows, s:e].float() / temperature, dim=1)
+            log_q = F.log_softmax(teacher_logits[rows, s:e].float() / temperature, dim=1)
+            total = total + F.kl_div(log_p, log_q, log_target=True, reduction="sum")
+    return total / len(task_ids) * temperature ** 2
+
+
 def config_diff(a: dict, b: dict) -> list[str]:
     """Dotted paths of the fields that differ between two config dicts."""
     from .config import flatten_dict
@@ -443,6 +504,10 @@ def train(cfg: RunConfig, data=None, stop_after_epochs: int | None = None,
         log(f"resuming {cfg.name} after epoch {state['epoch']}")
 
     tmeta = model.tasks_meta
+    teacher = None
+    if cfg.train.distill is not None:
+        teacher, state["distill"] = load_teacher(
+            cfg, device, log, expect_sha256=(state.get("distill") or {}).get("sha256"))
     epochs_this_call, t_call = 0, time.time()
     while state["epoch"] < cfg.train.epochs and state["bad_epochs"] < cfg.train.patience:
         epoch = state["epoch"] + 1
@@ -459,7 +524,14 @@ def train(cfg: RunConfig, data=None, stop_after_epochs: int | None = None,
                 x = augment(x, aug_cfg, gen)
             x, y, t = x.to(device), y.to(device), t.to(device)
             with torch.autocast(device.type, enabled=use_amp):
-                loss = multitask_loss(model(x), y, t, tmeta, cfg)
+                logits = model(x)
+                loss = multitask_loss(logits, y, t, tmeta, cfg)
+                if teacher is not None:
+                    d = cfg.train.distill
+                    with torch.no_grad():
+                        soft = teacher(x)
+                    loss = (1 - d.weight) * loss + d.weight * distill_loss(
+                        logits, soft, t, tmeta, cfg.model.mode, d.temperature)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -479,7 +551,8 @@ def train(cfg: RunConfig, data=None, stop_after_epochs: int | None = None,
             state["best"], state["bad_epochs"] = score, 0
             atomic_save({"model": model.state_dict(), "config": cfg.to_dict(), "epoch": epoch,
                          "val_metrics": val_metrics, "quant_signature": quant_signature(model),
-                         "init_from": state.get("init_from")},
+                         "init_from": state.get("init_from"),
+                         "distill": state.get("distill")},
                         run_dir / "best.pt")
         else:
             state["bad_epochs"] += 1
@@ -526,13 +599,18 @@ def load_checkpoint(path, device="cpu"):
     the config stored with them (keys, shapes, quantization bit widths) or it is an error."""
     path = Path(path)
     fix = ("retrain the run (medzoo train CONFIG --restart) or restore the file from a copy")
-    ck = read_checkpoint(path, fix)
+    model, cfg = model_of_checkpoint(read_checkpoint(path, fix), path, fix)
+    model.to(device).eval()
+    return model, cfg
+
+
+def model_of_checkpoint(ck: dict, path, fix: str):
+    """(model, RunConfig) of a checkpoint read by read_checkpoint."""
     if not isinstance(ck["config"], dict):
         raise CheckpointError(f"{path}: its stored config is not a mapping; {fix}")
     cfg = config_from_dict(stored_run_config(ck["config"]), f"{path} (stored config)")
     model = build_model(cfg.model, tasks_of(cfg), cfg.data.size)
     _load_model_state(model, ck, path, fix)
-    model.to(device).eval()
     return model, cfg
 
 

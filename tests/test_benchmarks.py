@@ -189,10 +189,13 @@ def test_layers_table_rendered_from_layers_json_is_the_one_in_results_md():
     assert "\n".join(verdicts(layers["records"])) in results_md
 
 
-def test_mnv2_fine_tunes_start_from_the_float_run_of_their_seed():
+def test_mnv2_fine_tunes_start_from_and_distill_the_float_run_of_their_seed():
     from benchmarks.bench_mnv2 import GRID, run_config
     configs = {(n, s): run_config(n, s, "runs/bench") for n in GRID for s in (0, 1)}  # all valid
     assert configs["mnv2_mt_w4a4_ft_e90", 0].train.init_from == "runs/bench/mnv2_mt_float_e90"
     assert configs["mnv2_mt_w4a4_ft_e60", 1].train.init_from == "runs/bench/mnv2_mt_float_e60_s1"
     assert configs["mnv2_mt_float_e60", 1].model.w_bits is None
     assert configs["mnv2_mt_w4a4_ft_e60", 1].model.w_bits == 4
+    kd = configs["mnv2_mt_w4a4_kd9_e90", 1].train
+    assert kd.init_from == kd.distill.teacher == "runs/bench/mnv2_mt_float_e90_s1"
+    assert (kd.distill.weight, kd.distill.temperature) == (0.9, 4)
