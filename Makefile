@@ -20,7 +20,7 @@ $(VENV)/.installed: requirements-lock.txt pyproject.toml
 	touch $@
 
 test: install
-	$(PY) -m pytest -q --durations=20
+	$(PY) -m pytest -q -n auto --dist loadfile --durations=20
 
 test-slow: install
 	$(PY) -m pytest -q -m slow

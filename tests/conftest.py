@@ -1,8 +1,16 @@
+import os
 import warnings
 
 import pytest
 
 warnings.filterwarnings("ignore", category=UserWarning)
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest worker per core: each keeps to one thread (torch's default,
+    # a thread per core in every worker, oversubscribes the machine), its children too
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+    torch.set_num_threads(1)
 
 TINY_TASKS = ["tiny_pneumoniamnist", "tiny_breastmnist", "tiny_bloodmnist"]
 
