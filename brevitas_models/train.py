@@ -265,6 +265,16 @@ def _task_names(config: dict) -> list[str]:
     return [t if isinstance(t, str) else t.get("name") for t in config["data"]["tasks"]]
 
 
+def other_run_checkpoint(cfg: RunConfig, source: str, field: str, fix: str) -> Path:
+    """The best.pt another run's directory (or the file itself) names in config `field`."""
+    path = Path(source) / "best.pt" if Path(source).is_dir() else Path(source)
+    if path.resolve().parent == cfg.run_dir.resolve():
+        raise ConfigError(f"{field} {source} is this run itself; {fix}")
+    if not path.exists():
+        raise ConfigError(f"{field}: {path} not found; train that run first, or {fix}")
+    return path
+
+
 @torch.no_grad()
 def init_from_run(model, cfg: RunConfig, log=print) -> dict:
     """train.init_from: copy every weight of `model` but the quantizers' (conv/linear weights
@@ -272,14 +282,9 @@ def init_from_run(model, cfg: RunConfig, log=print) -> dict:
     start of quantization-aware training is a trained float model of the same network; the
     quantizers then initialize their scales from statistics as in a fresh run. Returns what
     started the run (path, sha256, epoch), which the checkpoints keep."""
-    src = Path(cfg.train.init_from)
-    path = src / "best.pt" if src.is_dir() else src
     fix = ("point train.init_from at a trained run of the same network and tasks (its "
            "directory or best.pt)")
-    if path.resolve().parent == cfg.run_dir.resolve():
-        raise ConfigError(f"train.init_from {cfg.train.init_from} is this run itself; {fix}")
-    if not path.exists():
-        raise ConfigError(f"train.init_from: {path} not found; train that run first, or {fix}")
+    path = other_run_checkpoint(cfg, cfg.train.init_from, "train.init_from", fix)
     ck = read_checkpoint(path, fix)
     theirs, mine = ck["model"], _full_state_dict(model)
     src_cfg = ck["config"] if isinstance(ck["config"], dict) else {}
@@ -307,15 +312,9 @@ def load_teacher(cfg: RunConfig, device, log=print, expect_sha256: str | None = 
     tasks with the same classes in the same order and see the same input: its logits are
     compared column by column. ``expect_sha256``: a resumed run refuses a teacher file that
     changed since the run started (the loss would silently change mid-run)."""
-    src = Path(cfg.train.distill.teacher)
-    path = src / "best.pt" if src.is_dir() else src
     fix = ("point train.distill.teacher at a trained run of the same tasks and input (its "
            "directory or best.pt)")
-    if path.resolve().parent == cfg.run_dir.resolve():
-        raise ConfigError(f"train.distill.teacher {src} is this run itself; {fix}")
-    if not path.exists():
-        raise ConfigError(f"train.distill.teacher: {path} not found; train that run first, "
-                          f"or {fix}")
+    path = other_run_checkpoint(cfg, cfg.train.distill.teacher, "train.distill.teacher", fix)
     sha = sha256_file(path)
     if expect_sha256 is not None and sha != expect_sha256:
         raise CheckpointError(f"{path}: the distillation teacher changed since this run "
