@@ -4,7 +4,8 @@ A run lives in one directory (`<out_dir>/<name>/`): `config.yaml` (snapshot), `l
 state needed to resume after a kill, rewritten atomically every epoch), `best.pt` (weights with
 the best mean validation accuracy), `calibration.json` (the per-task decisions fitted on the
 validation split with best.pt, see calibration.py), `history.json`, and evaluation outputs.
-Same seed, same config -> same weights on CPU, also across a kill and resume (the RNG states
+Same seed, same config -> same weights on CPU on one machine (not across machines: their
+float kernels may round differently), also across a kill and resume (the RNG states
 are checkpointed), and a resumed run's best.pt/last.pt are bit-identical to an uninterrupted
 run's (tests/test_faults_training.py).
 
