@@ -29,6 +29,16 @@ def tiny_config(tmp_path, arch="mlp", **over):
     return config_from_dict(merge(raw, over))
 
 
+def untrained_checkpoint(cfg, path):
+    """An untrained best.pt of run config ``cfg`` at ``path``: for checks where only the form
+    of a checkpoint counts (its network, tasks, input)."""
+    from brevitas_models.models import build_model
+    from brevitas_models.train import atomic_save, tasks_of
+    model = build_model(cfg.model, tasks_of(cfg), cfg.data.size)
+    atomic_save({"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 1}, path)
+    return path
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path):
     return lambda arch="mlp", **over: tiny_config(tmp_path, arch, **over)

@@ -6,11 +6,9 @@ import torch.nn.functional as F
 
 from brevitas_models.config import ConfigError
 from brevitas_models.files import sha256_file
-from brevitas_models.models import build_model
-from brevitas_models.train import (CheckpointError, atomic_save, distill_loss, load_data,
-                                   tasks_of, train)
+from brevitas_models.train import CheckpointError, atomic_save, distill_loss, load_data, train
 
-from conftest import tiny_config
+from conftest import tiny_config, untrained_checkpoint
 
 MLP = {"hidden": [16], "head_hidden": 4}
 FLOAT = {"w_bits": None, "a_bits": None}
@@ -101,13 +99,11 @@ def test_a_teacher_that_changed_since_the_run_started_is_refused_on_resume(tmp_p
 ])
 def test_a_teacher_that_does_not_fit_is_one_clear_error(tmp_path, source, error, words):
     path = {"missing": tmp_path / "nope", "itself": tmp_path / "runs" / "kd"}.get(source)
-    if source in ("other_tasks", "other_size"):  # an untrained best.pt: only its form counts
+    if source in ("other_tasks", "other_size"):
         over = ({"data": {"tasks": ["tiny_pneumoniamnist"], "epoch_size": 64}}
                 if source == "other_tasks" else {"data": {"size": 32, "epoch_size": 64}})
         other = tiny_config(tmp_path, name=source, model={**MLP, **FLOAT}, **over)
-        model = build_model(other.model, tasks_of(other), other.data.size)
-        path = tmp_path / f"{source}.pt"
-        atomic_save({"model": model.state_dict(), "config": other.to_dict(), "epoch": 1}, path)
+        path = untrained_checkpoint(other, tmp_path / f"{source}.pt")
     elif source == "not_a_checkpoint":
         path = tmp_path / "best.pt"
         path.write_text("not torch")

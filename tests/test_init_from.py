@@ -6,10 +6,10 @@ import torch
 from brevitas_models.config import ConfigError
 from brevitas_models.files import sha256_file
 from brevitas_models.models import build_model
-from brevitas_models.train import (CheckpointError, _is_quantizer_state, atomic_save,
-                                   init_from_run, load_data, tasks_of, train)
+from brevitas_models.train import (CheckpointError, _is_quantizer_state, init_from_run,
+                                   load_data, tasks_of, train)
 
-from conftest import tiny_config
+from conftest import tiny_config, untrained_checkpoint
 
 MLP = {"hidden": [16], "head_hidden": 4}
 FLOAT = {"w_bits": None, "a_bits": None}
@@ -82,10 +82,8 @@ def test_a_source_that_does_not_fit_is_one_clear_error(float_run, tmp_path, sour
         other = tiny_config(tmp_path, name="one_task", model={**MLP, **FLOAT},
                             data={"tasks": ["tiny_pneumoniamnist"], "epoch_size": 64},
                             train={"epochs": 1})
-    if source in ("wider", "cnn", "other_tasks"):  # a run's best.pt, untrained: only its form counts
-        model = build_model(other.model, tasks_of(other), other.data.size)
-        path = tmp_path / f"{source}.pt"
-        atomic_save({"model": model.state_dict(), "config": other.to_dict(), "epoch": 1}, path)
+    if source in ("wider", "cnn", "other_tasks"):
+        path = untrained_checkpoint(other, tmp_path / f"{source}.pt")
     elif source == "not_a_checkpoint":
         path = tmp_path / "best.pt"
         path.write_text("not torch")
