@@ -19,8 +19,11 @@ $(VENV)/.installed: requirements-lock.txt pyproject.toml
 	$(PY) -c "import brevitas_models, finn_build, torch, brevitas, finn, qonnx; print('installed: torch', torch.__version__, 'brevitas', brevitas.__version__)"
 	touch $@
 
+# one pytest worker per core, at most 4 (each holds torch + FINN in memory); whole files per
+# worker, so a file's module-scoped builds are made once
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 test: install
-	$(PY) -m pytest -q -n auto --dist loadfile --durations=20
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
