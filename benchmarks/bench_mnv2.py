@@ -160,8 +160,9 @@ def target_lines(records: list[dict]) -> list[str]:
                          f"`{r}` {val_mean(r):.3f}" for r in w4a4 if r != chosen) + ")")
         for task, metric, target in TARGETS:
             r = get(chosen, task)
-            if r is not None:
-                lines.append(f"  {task} test {metric} {r[metric]:.3f} (target >= {target}: "
+            if r is not None:  # 4 digits and the count: 0.8997 would print as 0.900
+                lines.append(f"  {task} test {metric} {r[metric]:.4f} ({round(r[metric] * r['n'])}"
+                             f"/{r['n']} images; target >= {target}: "
                              f"{'met' if r[metric] >= target else 'MISSED'})")
     for fl, q in DROP_PAIRS:
         drops = [(t, get(fl, t), get(q, t)) for t in TASKS]
