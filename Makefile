@@ -26,7 +26,7 @@ test: install
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=20
 
 test-slow: install
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m slow -n $(TEST_WORKERS) --dist loadfile
 
 # The main job: train both demo models (per-task validation metrics), compile each with FINN
 # to an all-RTL dataflow for Pynq-Z1 verified at every stage and as stitched RTL (Verilator),
