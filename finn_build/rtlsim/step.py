@@ -112,6 +112,7 @@ def step_rtlsim(model, build):
     from .flow import Stitched, golden_context, simulate_nodes
     from .hdl import RTLSimError, generate_hdl
     from .tools import MissingToolError
+    from .verilator import default_cache_dir
 
     cfg = build.cfg
     t_all = time.time()
@@ -124,7 +125,7 @@ def step_rtlsim(model, build):
     phases = info["phase_seconds"] = {}
     try:
         with phase("compile", "HDL of every node (FINN), Verilator build of the stitched design "
-                   f"(cached under {rc.cache_dir})", phases):
+                   f"(cached under {rc.cache_dir or default_cache_dir()})", phases):
             t = time.time()
             design = generate_hdl(work, wd, cfg.fpga_part, cfg.clk_period_ns)
             info["hdl_seconds"] = round(time.time() - t, 2)
