@@ -375,9 +375,7 @@ def test_iterate_batches_balanced():
 
 @pytest.mark.slow
 def test_brain_mri_full_dedup_numbers():
-    t0 = time.time()
     sp, rep = data.load_task("brain_mri", with_report=True)
-    assert time.time() - t0 < 60
     d = rep["dedup"]
     assert d["duplicate_groups"] == 300 and d["groups_spanning_splits"] == 189
     assert d["groups_by_splits"] == {"train+test": 189, "train": 108, "test": 3}
@@ -393,7 +391,6 @@ def test_chest_xray_full_dedup_and_patient_val():
     t0 = time.time()
     sp, rep = data.load_task("chest_xray", with_report=True)
     first = time.time() - t0
-    assert first < 60
     d = rep["dedup"]
     assert d["duplicate_groups"] == 30 and d["groups_spanning_splits"] == 0
     assert d["removed"] == {"train": 26, "test": 6}
