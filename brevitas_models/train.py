@@ -504,8 +504,8 @@ def train(cfg: RunConfig, data=None, stop_after_epochs: int | None = None,
         log(f"resuming {cfg.name} after epoch {state['epoch']}")
 
     tmeta = model.tasks_meta
-    teacher = None
-    if cfg.train.distill is not None:
+    teacher, kd = None, cfg.train.distill
+    if kd is not None:
         teacher, state["distill"] = load_teacher(
             cfg, device, log, expect_sha256=(state.get("distill") or {}).get("sha256"))
     epochs_this_call, t_call = 0, time.time()
@@ -527,11 +527,10 @@ def train(cfg: RunConfig, data=None, stop_after_epochs: int | None = None,
                 logits = model(x)
                 loss = multitask_loss(logits, y, t, tmeta, cfg)
                 if teacher is not None:
-                    d = cfg.train.distill
                     with torch.no_grad():
                         soft = teacher(x)
-                    loss = (1 - d.weight) * loss + d.weight * distill_loss(
-                        logits, soft, t, tmeta, cfg.model.mode, d.temperature)
+                    loss = (1 - kd.weight) * loss + kd.weight * distill_loss(
+                        logits, soft, t, tmeta, cfg.model.mode, kd.temperature)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
